@@ -1,0 +1,53 @@
+"""Sign-up and token login for the REST API."""
+from django.contrib.auth import authenticate
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.services import token_get_or_create, volunteer_create
+from common.errors import DomainError
+
+
+class TokenOutput(serializers.Serializer):
+    username = serializers.CharField()
+    token = serializers.CharField()
+
+
+class SignupApi(APIView):
+    permission_classes = [AllowAny]
+    authentication_classes: list = []
+
+    class Input(serializers.Serializer):
+        username = serializers.RegexField(r"^[\w.@+-]{3,150}$")
+        password = serializers.CharField(write_only=True, max_length=128)
+        email = serializers.EmailField(required=False, default="")
+
+    @extend_schema(request=Input, responses={201: TokenOutput})
+    def post(self, request: Request) -> Response:
+        data = self.Input(data=request.data)
+        data.is_valid(raise_exception=True)
+        user = volunteer_create(**data.validated_data)
+        return Response(
+            {"username": user.username, "token": token_get_or_create(user=user)}, status=status.HTTP_201_CREATED
+        )
+
+
+class TokenLoginApi(APIView):
+    permission_classes = [AllowAny]
+    authentication_classes: list = []
+
+    class Input(serializers.Serializer):
+        username = serializers.CharField(max_length=150)
+        password = serializers.CharField(write_only=True, max_length=128)
+
+    @extend_schema(request=Input, responses=TokenOutput)
+    def post(self, request: Request) -> Response:
+        data = self.Input(data=request.data)
+        data.is_valid(raise_exception=True)
+        user = authenticate(request, **data.validated_data)
+        if user is None:
+            raise DomainError("Wrong username or password.", code="invalid_credentials")
+        return Response({"username": user.username, "token": token_get_or_create(user=user)})

@@ -1,0 +1,81 @@
+"""`manage.py demo_setup`: the embedded demo (staff account, ants/bees project, model v1).
+
+Re-runnable: every step keeps what is already there.
+"""
+import os
+import secrets
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError
+
+from challenges.models import Challenge, Label, Project
+from challenges.selectors import project_today
+from training.models import ModelVersion
+
+DEFAULT_PHOTOS = settings.ROOT_DIR.parent / "shared" / "data" / "hymenoptera" / "train"
+
+
+class Command(BaseCommand):
+    help = "Create the demo: a staff account, the ants/bees project and challenge, its photos, model v1."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--photos", type=Path, default=None, help="Folder of <label>/<photo> files.")
+        parser.add_argument("--no-train", action="store_true", help="Skip the first training run.")
+
+    def handle(self, *args, photos=None, no_train=False, **options):
+        username, password = self._staff_account()
+        project = self._project()
+        folder = photos or DEFAULT_PHOTOS
+        if not folder.is_dir():
+            raise CommandError(f"No photos at {folder}; pass --photos FOLDER with ants/ and bees/ inside.")
+        call_command("photos_import", str(folder), project=project.slug, moderator=username, stdout=self.stdout)
+
+        if not no_train and not ModelVersion.objects.filter(project=project).exists():
+            self.stdout.write("Training the first model (the nightly job, run now)...")
+            call_command("train_now", project=project.slug, stdout=self.stdout)
+        latest = ModelVersion.objects.filter(project=project).order_by("-version").first()
+        self.stdout.write(self.style.SUCCESS(
+            f"Demo ready: project {project.slug!r}, model version {latest.version if latest else 'none yet'}."
+        ))
+        self.stdout.write(f"Staff login: {username} / {password}")
+
+    def _staff_account(self) -> tuple[str, str]:
+        """The demo admin; its password comes from the environment or is generated once."""
+        username = os.environ.get("PLATFORM_ADMIN_USERNAME", "admin")
+        password_file = settings.VAR_DIR / "admin-password.txt"
+        User = get_user_model()
+        user = User.objects.filter(username=username).first()
+        if user is not None:
+            known = password_file.read_text().strip() if password_file.exists() else "(unchanged; see createsuperuser)"
+            return username, os.environ.get("PLATFORM_ADMIN_PASSWORD", known)
+        password = os.environ.get("PLATFORM_ADMIN_PASSWORD") or secrets.token_urlsafe(12)
+        User.objects.create_superuser(username=username, password=password, email="")
+        password_file.parent.mkdir(parents=True, exist_ok=True)
+        password_file.write_text(password + "\n")
+        password_file.chmod(0o600)
+        return username, password
+
+    def _project(self) -> Project:
+        project, _ = Project.objects.get_or_create(
+            slug="ants-bees",
+            defaults={
+                "title": "Ants and bees",
+                "description": "Tell ants from bees: the first model of the platform.",
+            },
+        )
+        for name, description in (("ants", "Any ant, any size."), ("bees", "Honey bees, bumblebees, any bee.")):
+            Label.objects.get_or_create(project=project, name=name, defaults={"description": description})
+        challenge, created = Challenge.objects.get_or_create(
+            project=project,
+            day=project_today(project=project),
+            defaults={
+                "title": "Ants and bees where you would not expect them",
+                "instructions": "On a kitchen counter, on a flower in the shade, close up or far away.",
+            },
+        )
+        if created or not challenge.labels.exists():
+            challenge.labels.set(project.labels.all())
+        return project

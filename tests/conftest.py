@@ -1,0 +1,115 @@
+"""Shared fixtures: isolated storage, eager Celery, API clients, real photos."""
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from rest_framework.test import APIClient
+
+from tests.factories import ChallengeFactory, LabelFactory, ProjectFactory, UserFactory
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+HYMENOPTERA = Path(os.environ.get("PLATFORM_TEST_HYMENOPTERA", SHARED / "hymenoptera"))
+WEIGHTS = Path(os.environ.get("PLATFORM_TEST_WEIGHTS", SHARED / "weights" / "mobilenet_v2_imagenet_from_keras.pth"))
+
+
+@pytest.fixture(autouse=True)
+def _local_storage(settings, tmp_path):
+    """Every test writes to its own media folder (S3 tests switch to the real server)."""
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(tmp_path / "media")},
+        },
+    }
+    settings.VAR_DIR = tmp_path / "var"
+    return tmp_path / "media"
+
+
+@pytest.fixture(autouse=True)
+def _eager_celery():
+    """Tasks run in-process in unit tests; the end-to-end test uses a real worker."""
+    from config.celery import app
+
+    app.conf.task_always_eager = True
+    yield
+    app.conf.task_always_eager = False
+
+
+@pytest.fixture
+def media_files(_local_storage) -> list[Path]:
+    """Callable listing every stored file (to prove nothing was stored)."""
+    return lambda: sorted(p for p in _local_storage.rglob("*") if p.is_file())
+
+
+@pytest.fixture
+def volunteer(db):
+    return UserFactory()
+
+
+@pytest.fixture
+def staff(db):
+    return UserFactory(is_staff=True)
+
+
+@pytest.fixture
+def api() -> APIClient:
+    return APIClient()
+
+
+@pytest.fixture
+def volunteer_api(volunteer) -> APIClient:
+    client = APIClient()
+    client.force_authenticate(volunteer)
+    return client
+
+
+@pytest.fixture
+def staff_api(staff) -> APIClient:
+    client = APIClient()
+    client.force_authenticate(staff)
+    return client
+
+
+@pytest.fixture
+def project(db):
+    project = ProjectFactory(slug="ants-bees")
+    LabelFactory(project=project, name="ants")
+    LabelFactory(project=project, name="bees")
+    return project
+
+
+@pytest.fixture
+def challenge(project):
+    from challenges.selectors import project_today
+
+    challenge = ChallengeFactory(project=project, day=project_today(project=project))
+    challenge.labels.set(project.labels.all())
+    return challenge
+
+
+@pytest.fixture
+def weights_path(settings) -> Path:
+    if not WEIGHTS.is_file():
+        pytest.skip(f"pretrained weights not found at {WEIGHTS}")
+    settings.PLATFORM_WEIGHTS_PATH = str(WEIGHTS)
+    return WEIGHTS
+
+
+@pytest.fixture
+def hymenoptera() -> Path:
+    if not (HYMENOPTERA / "train").is_dir():
+        pytest.skip(f"ants/bees photos not found at {HYMENOPTERA}")
+    return HYMENOPTERA
+
+
+def jpeg_bytes(size=(64, 48), color=(200, 30, 30), **save_kwargs) -> bytes:
+    """A small real JPEG."""
+    out = io.BytesIO()
+    Image.new("RGB", size, color).save(out, format="JPEG", **save_kwargs)
+    return out.getvalue()

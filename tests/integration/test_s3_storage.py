@@ -1,0 +1,80 @@
+"""Photos and models on a real S3 server (Ceph RADOS Gateway on loopback) through boto3."""
+import hashlib
+import io
+import time
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import botocore.exceptions
+import pytest
+import requests
+from django.core.files.base import ContentFile
+
+from submissions.models import Photo
+from tests.conftest import jpeg_bytes
+
+pytestmark = [pytest.mark.services, pytest.mark.django_db]
+
+
+def test_uploaded_photo_is_stored_in_the_bucket(s3_storage, services, s3_prefix, volunteer_api, challenge):
+    upload = io.BytesIO(jpeg_bytes(size=(80, 60)))
+    upload.name = "p.jpg"
+    response = volunteer_api.post(
+        "/api/v1/photos/", {"challenge": challenge.pk, "label": "bees", "image": upload}, format="multipart"
+    )
+    assert response.status_code == 201, response.content
+    photo = Photo.objects.get()
+
+    stored = services.boto3_client().get_object(Bucket=services.s3_bucket, Key=f"{s3_prefix}/{photo.image.name}")
+    body = stored["Body"].read()
+    assert hashlib.sha256(body).hexdigest() == photo.sha256 and body[:2] == b"\xff\xd8"
+
+
+def test_model_file_presigned_download_works_and_tampering_is_refused(s3_storage):
+    payload = bytes(range(256)) * 100
+    name = s3_storage.save("models/demo/v1/model.onnx", ContentFile(payload))
+    assert s3_storage.open(name).read() == payload
+
+    url = s3_storage.url(name)
+    assert "X-Amz-Signature=" in url
+    ok = requests.get(url, timeout=10)
+    assert ok.status_code == 200 and ok.content == payload
+    ranged = requests.get(url, headers={"Range": "bytes=100-199"}, timeout=10)
+    assert ranged.status_code == 206 and ranged.content == payload[100:200]
+
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    query["X-Amz-Signature"] = ("0" if query["X-Amz-Signature"][0] != "0" else "1") + query["X-Amz-Signature"][1:]
+    tampered = urlunsplit(parts._replace(query=urlencode(query)))
+    assert requests.get(tampered, timeout=10).status_code == 403
+    other_object = url.replace("model.onnx", "other.onnx")
+    assert requests.get(other_object, timeout=10).status_code in (403, 404)
+
+
+def test_expired_presigned_url_is_refused(s3_storage, services, s3_prefix):
+    name = s3_storage.save("models/demo/v1/expiring.onnx", ContentFile(b"soon gone"))
+    url = services.boto3_client().generate_presigned_url(
+        "get_object", Params={"Bucket": services.s3_bucket, "Key": f"{s3_prefix}/{name}"}, ExpiresIn=1
+    )
+    assert requests.get(url, timeout=10).status_code == 200
+    time.sleep(2.5)
+    assert requests.get(url, timeout=10).status_code == 403
+
+
+def test_wrong_secret_key_is_refused(services):
+    client = services.boto3_client(secret_key="not-the-secret")
+    with pytest.raises(botocore.exceptions.ClientError) as refused:
+        client.list_objects_v2(Bucket=services.s3_bucket, MaxKeys=1)
+    assert refused.value.response["Error"]["Code"] in ("SignatureDoesNotMatch", "AccessDenied", "InvalidAccessKeyId")
+
+
+def test_mobile_download_redirects_to_a_working_presigned_url(s3_storage, api, project):
+    from tests.mobile_api.test_manifest import publish
+
+    payload = b"model bytes " * 500
+    publish(project, 1, payload)
+    manifest = api.get("/api/mobile/v1/models/ants-bees/latest").json()
+    response = api.get(manifest["download_url"])
+    assert response.status_code == 302
+    downloaded = requests.get(response["Location"], timeout=10)
+    assert downloaded.status_code == 200
+    assert hashlib.sha256(downloaded.content).hexdigest() == manifest["sha256"]

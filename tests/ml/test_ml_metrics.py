@@ -1,0 +1,56 @@
+"""Classification metrics against a hand-computed example (and sklearn)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from training.ml.metrics import classification_metrics
+
+LABELS = ["ant", "bee", "wasp"]
+Y_TRUE = [0, 0, 1, 1, 2, 2, 2]
+Y_PRED = [0, 1, 1, 1, 2, 0, 2]
+
+
+def test_hand_computed_example():
+    m = classification_metrics(y_true=Y_TRUE, y_pred=Y_PRED, labels=LABELS)
+    # rows = true, columns = predicted
+    assert m.confusion == [[1, 1, 0], [0, 2, 0], [1, 0, 2]]
+    assert m.accuracy == pytest.approx(5 / 7)
+    assert m.count == 7
+    assert m.per_label["ant"] == pytest.approx({"precision": 1 / 2, "recall": 1 / 2, "f1": 1 / 2, "support": 2})
+    assert m.per_label["bee"] == pytest.approx({"precision": 2 / 3, "recall": 1.0, "f1": 0.8, "support": 2})
+    assert m.per_label["wasp"] == pytest.approx({"precision": 1.0, "recall": 2 / 3, "f1": 0.8, "support": 3})
+    assert m.macro_f1 == pytest.approx((0.5 + 0.8 + 0.8) / 3)
+
+
+def test_agrees_with_sklearn():
+    sklearn_metrics = pytest.importorskip("sklearn.metrics")
+    m = classification_metrics(y_true=Y_TRUE, y_pred=Y_PRED, labels=LABELS)
+    p, r, f, s = sklearn_metrics.precision_recall_fscore_support(Y_TRUE, Y_PRED, labels=[0, 1, 2], zero_division=0)
+    for i, label in enumerate(LABELS):
+        assert m.per_label[label]["precision"] == pytest.approx(p[i])
+        assert m.per_label[label]["recall"] == pytest.approx(r[i])
+        assert m.per_label[label]["f1"] == pytest.approx(f[i])
+        assert m.per_label[label]["support"] == s[i]
+    assert m.confusion == sklearn_metrics.confusion_matrix(Y_TRUE, Y_PRED, labels=[0, 1, 2]).tolist()
+    assert m.macro_f1 == pytest.approx(sklearn_metrics.f1_score(Y_TRUE, Y_PRED, average="macro"))
+
+
+def test_never_predicted_label_gives_zero_not_nan_and_json_is_strict():
+    m = classification_metrics(y_true=[0, 1, 2], y_pred=[0, 0, 0], labels=LABELS)
+    assert m.per_label["bee"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1}
+    text = json.dumps(m.to_dict(), allow_nan=False)
+    assert json.loads(text)["labels"] == LABELS
+    empty = classification_metrics(y_true=[], y_pred=[], labels=LABELS)
+    assert empty.accuracy == 0.0 and empty.count == 0
+
+
+def test_bad_inputs_are_refused():
+    with pytest.raises(ValueError):
+        classification_metrics(y_true=[0, 1], y_pred=[0], labels=LABELS)
+    with pytest.raises(ValueError):
+        classification_metrics(y_true=[0, 3], y_pred=[0, 1], labels=LABELS)
+    with pytest.raises(ValueError):
+        classification_metrics(y_true=[0], y_pred=[0], labels=["a", "a"])

@@ -1,0 +1,71 @@
+"""Guards that keep the source layout honest (design.md, "Layout")."""
+import importlib.metadata
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run_python(code: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'platform'}{os.pathsep}{ROOT}", "DJANGO_DEBUG": "1"}
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_platform_is_a_source_root_not_a_package():
+    assert not (ROOT / "platform" / "__init__.py").exists()
+
+
+def test_import_platform_is_the_standard_library():
+    result = _run_python("import platform, sysconfig; print(platform.__file__); print(sysconfig.get_paths()['stdlib'])")
+    assert result.returncode == 0, result.stderr
+    module_file, stdlib = result.stdout.split()
+    assert Path(module_file).parent == Path(stdlib)
+
+
+def _top_level_names() -> set[str]:
+    names = set()
+    for folder in (ROOT, ROOT / "platform"):
+        for child in folder.iterdir():
+            if child.name.startswith((".", "_")):
+                continue
+            if child.is_dir() and (child / "__init__.py").exists():
+                names.add(child.name)
+            elif child.suffix == ".py":
+                names.add(child.stem)
+    return names
+
+
+def test_no_top_level_module_shadows_stdlib_or_an_installed_package():
+    names = _top_level_names()
+    assert {"config", "training", "mobile_api", "submissions"} <= names
+    installed = {name for name in importlib.metadata.packages_distributions()}
+    clashes = {name for name in names if name in sys.stdlib_module_names or name in installed}
+    # manage.py is a script, not an importable module anyone else provides.
+    assert clashes - {"manage"} == set()
+
+
+def test_training_ml_imports_without_django():
+    result = _run_python(
+        "import sys, pkgutil, importlib, training.ml as ml\n"
+        "for m in pkgutil.iter_modules(ml.__path__): importlib.import_module('training.ml.' + m.name)\n"
+        "print(sorted(n for n in sys.modules if n == 'django' or n.startswith('django.')))"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_web_process_loads_urlconf_without_torch():
+    result = _run_python(
+        "import os, sys, django\n"
+        "os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'config.settings')\n"
+        "django.setup()\n"
+        "from django.urls import resolve, reverse\n"
+        "import config.urls, config.wsgi\n"
+        "resolve(reverse('mobile-model-latest', args=['x']))\n"
+        "from django.contrib import admin; admin.autodiscover()\n"
+        "print('torch' in sys.modules)"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"

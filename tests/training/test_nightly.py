@@ -1,0 +1,137 @@
+"""The nightly job as a service: claim, snapshot, train, verify, publish, all or nothing."""
+import datetime as dt
+import hashlib
+import io
+import shutil
+
+import pytest
+from django.core.files.storage import default_storage
+from django.core.management import call_command
+from django.utils import timezone
+
+from training.models import DatasetSnapshot, ModelVersion, TrainingRun
+from training.services import (
+    RUN_STALE_AFTER,
+    RunClaimRefused,
+    dataset_snapshot_create,
+    training_run_claim,
+    training_run_execute,
+)
+
+pytestmark = pytest.mark.django_db
+
+PER_LABEL = 15
+
+
+@pytest.fixture
+def approved(project, staff, hymenoptera, tmp_path):
+    """PER_LABEL real ants and bees photos, imported and approved."""
+    from submissions.services import photo_import_folder
+
+    folder = tmp_path / "seed"
+    for label in ("ants", "bees"):
+        (folder / label).mkdir(parents=True)
+        for path in sorted((hymenoptera / "train" / label).glob("*.jpg"))[:PER_LABEL]:
+            shutil.copy(path, folder / label / path.name)
+    counts = photo_import_folder(project=project, folder=folder, moderator=staff)
+    assert counts["imported"] == 2 * PER_LABEL
+    return project
+
+
+def test_a_run_publishes_version_1_then_2_with_verified_files(approved, weights_path):
+    run = training_run_execute(project=approved, trigger=TrainingRun.Trigger.MANUAL)
+
+    assert run.status == TrainingRun.Status.SUCCEEDED, run.message
+    assert run.progress == 1.0 and run.stage == "done"
+    version = ModelVersion.objects.get(project=approved)
+    assert version.version == 1 and version.labels == ["ants", "bees"] and version.run == run
+    assert version.preprocessing["input_size"] == 224 and version.preprocessing["mean"] == [0.5, 0.5, 0.5]
+    artifact = version.artifacts.get()
+    with default_storage.open(artifact.file.name) as fh:
+        stored = fh.read()
+    assert len(stored) == artifact.size and hashlib.sha256(stored).hexdigest() == artifact.sha256
+    assert artifact.verification["top1_agreement"] >= 0.99
+    assert 0.0 <= run.metrics["accuracy"] <= 1.0 and run.history
+    assert run.config["snapshot"] == run.snapshot.manifest_sha256 and run.decision["strategy"] == "linear_probe"
+
+    second = training_run_execute(project=approved, trigger=TrainingRun.Trigger.MANUAL)
+    assert second.status == TrainingRun.Status.SUCCEEDED
+    assert list(ModelVersion.objects.values_list("version", flat=True).order_by("version")) == [1, 2]
+    # The same approved photos give the same snapshot, and version 1's file is untouched.
+    assert second.snapshot == run.snapshot
+    with default_storage.open(artifact.file.name) as fh:
+        assert hashlib.sha256(fh.read()).hexdigest() == artifact.sha256
+
+
+def test_snapshot_is_deterministic_and_records_splits(approved):
+    first = dataset_snapshot_create(project=approved)
+    again = dataset_snapshot_create(project=approved)
+    assert first == again and DatasetSnapshot.objects.count() == 1
+    photos = first.manifest["photos"]
+    assert len(photos) == 2 * PER_LABEL and {p["split"] for p in photos} == {"train", "holdout"}
+    counts = first.label_counts
+    assert sum(c["train"] + c["holdout"] for c in counts.values()) == 2 * PER_LABEL
+
+
+def test_a_failed_publish_leaves_no_version_and_no_file(approved, weights_path, _local_storage):
+    # A file where the models/ folder must go: the storage write fails for real.
+    _local_storage.mkdir(parents=True, exist_ok=True)
+    (_local_storage / "models").write_text("in the way")
+
+    with pytest.raises(OSError):
+        training_run_execute(project=approved, trigger=TrainingRun.Trigger.MANUAL)
+
+    run = TrainingRun.objects.get()
+    assert run.status == TrainingRun.Status.FAILED and "Error" in run.message
+    assert ModelVersion.objects.count() == 0
+    assert not [p for p in _local_storage.rglob("*.onnx")]
+
+
+def test_not_enough_photos_skips_with_a_reason(project):
+    run = training_run_execute(project=project, trigger=TrainingRun.Trigger.MANUAL)
+    assert run.status == TrainingRun.Status.SKIPPED
+    assert "Not enough approved photos" in run.message and ModelVersion.objects.count() == 0
+
+
+def test_one_nightly_run_per_project_and_night(project):
+    night = dt.date(2026, 11, 22)
+    training_run_claim(project=project, night=night, trigger=TrainingRun.Trigger.NIGHTLY)
+    with pytest.raises(RunClaimRefused):
+        training_run_claim(project=project, night=night, trigger=TrainingRun.Trigger.NIGHTLY)
+    # Nor can a manual run start while that one is running.
+    with pytest.raises(RunClaimRefused):
+        training_run_claim(project=project, night=night, trigger=TrainingRun.Trigger.MANUAL)
+
+
+def test_a_run_of_a_dead_worker_is_failed_and_does_not_block(project):
+    night = dt.date(2026, 11, 22)
+    dead = training_run_claim(project=project, night=night, trigger=TrainingRun.Trigger.NIGHTLY)
+    TrainingRun.objects.filter(pk=dead.pk).update(heartbeat_at=timezone.now() - RUN_STALE_AFTER * 2)
+
+    retry = training_run_claim(project=project, night=night, trigger=TrainingRun.Trigger.NIGHTLY)
+
+    dead.refresh_from_db()
+    assert dead.status == TrainingRun.Status.FAILED and "stopped reporting" in dead.message
+    assert retry.status == TrainingRun.Status.RUNNING
+
+
+def test_beat_entry_runs_the_nightly_task_for_every_project(project, settings):
+    from config.celery import app
+    from training.tasks import nightly_training_enqueue, training_run_nightly
+
+    entry = settings.CELERY_BEAT_SCHEDULE["nightly-training"]
+    assert entry["task"] == nightly_training_enqueue.name and entry["task"] in app.tasks
+
+    nightly_training_enqueue.delay()  # eager here: the end-to-end test uses a real worker
+    run = TrainingRun.objects.get()
+    assert run.trigger == TrainingRun.Trigger.NIGHTLY and run.status == TrainingRun.Status.SKIPPED
+    # A re-delivered task for the same night does nothing twice.
+    assert training_run_nightly.delay(project.pk, run.night.isoformat()).get() == "claimed-elsewhere"
+    assert TrainingRun.objects.count() == 1
+
+
+def test_train_now_command_prints_the_decision_and_result(approved, weights_path):
+    out = io.StringIO()
+    call_command("train_now", project="ants-bees", stdout=out)
+    text = out.getvalue()
+    assert '"strategy": "linear_probe"' in text and "Published version 1" in text

@@ -1,0 +1,50 @@
+"""`manage.py train_now --project NAME`: the nightly job, now, with a progress bar."""
+from __future__ import annotations
+
+import json
+
+from django.core.management.base import BaseCommand, CommandError
+from tqdm import tqdm
+
+from challenges.selectors import project_get
+from common.errors import DomainError
+from training.models import TrainingRun
+from training.services import RunClaimRefused, training_run_execute
+
+
+class Command(BaseCommand):
+    help = "Run the nightly training job for one project now, and publish if it succeeds."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--project", help="Project slug (optional when there is only one).")
+
+    def handle(self, *args, project=None, **options):
+        try:
+            target = project_get(slug=project)
+        except DomainError as exc:
+            raise CommandError(exc.message) from exc
+
+        bar = tqdm(total=100, desc=f"{target.slug}", unit="%", bar_format="{l_bar}{bar}| {n:.0f}% {postfix}")
+
+        def on_progress(run: TrainingRun) -> None:
+            bar.n = round(run.progress * 100)
+            bar.set_postfix_str(run.stage)
+            bar.refresh()
+
+        try:
+            run = training_run_execute(project=target, trigger=TrainingRun.Trigger.MANUAL, on_progress=on_progress)
+        except RunClaimRefused as exc:
+            raise CommandError(str(exc)) from exc
+        except Exception as exc:  # the run is recorded as failed with the same message
+            raise CommandError(f"Training failed: {type(exc).__name__}: {exc}") from exc
+        finally:
+            bar.close()
+
+        self.stdout.write("Decision: " + json.dumps(run.decision, indent=2))
+        if run.status == TrainingRun.Status.SUCCEEDED:
+            metrics = run.metrics
+            self.stdout.write(
+                self.style.SUCCESS(f"{run.message} Holdout accuracy {metrics.get('accuracy', 0):.3f}.")
+            )
+        else:
+            raise CommandError(f"Run {run.pk} {run.status}: {run.message}")

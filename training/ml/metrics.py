@@ -1,0 +1,76 @@
+"""Classification metrics in plain numpy: accuracy, per-label precision/recall/F1, confusion."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ClassificationMetrics:
+    """Metrics of one model on one labelled set; ``to_dict()`` is JSON-ready."""
+
+    count: int
+    accuracy: float
+    macro_f1: float
+    per_label: dict  # label -> {"precision", "recall", "f1", "support"}
+    confusion: list  # rows = true label, columns = predicted label, in ``labels`` order
+    labels: tuple
+
+    def to_dict(self) -> dict:
+        """Plain-JSON representation (stored with training runs and model versions)."""
+        return {
+            "count": self.count,
+            "accuracy": self.accuracy,
+            "macro_f1": self.macro_f1,
+            "per_label": {k: dict(v) for k, v in self.per_label.items()},
+            "confusion": [list(row) for row in self.confusion],
+            "labels": list(self.labels),
+        }
+
+
+def classification_metrics(
+    *, y_true: Sequence[int], y_pred: Sequence[int], labels: Sequence[str]
+) -> ClassificationMetrics:
+    """Compute metrics for integer predictions; a label never predicted gets precision 0."""
+    true = np.asarray(y_true, dtype=np.int64).reshape(-1)
+    pred = np.asarray(y_pred, dtype=np.int64).reshape(-1)
+    n = len(labels)
+    if len(true) != len(pred):
+        raise ValueError(f"y_true has {len(true)} items, y_pred {len(pred)}")
+    if len(set(labels)) != n:
+        raise ValueError("labels must be unique")
+    for name, values in (("y_true", true), ("y_pred", pred)):
+        if len(values) and (values.min() < 0 or values.max() >= n):
+            raise ValueError(f"{name} holds indices outside [0, {n})")
+    confusion = np.zeros((n, n), dtype=np.int64)
+    np.add.at(confusion, (true, pred), 1)
+    tp = np.diag(confusion).astype(np.float64)
+    support = confusion.sum(axis=1)
+    predicted = confusion.sum(axis=0)
+    # Zero denominators give 0 (sklearn's zero_division=0), never NaN: NaN is not valid JSON.
+    precision = np.divide(tp, predicted, out=np.zeros(n), where=predicted > 0)
+    recall = np.divide(tp, support, out=np.zeros(n), where=support > 0)
+    denom = precision + recall
+    f1 = np.divide(2 * precision * recall, denom, out=np.zeros(n), where=denom > 0)
+    per_label = {
+        label: {
+            "precision": float(precision[i]),
+            "recall": float(recall[i]),
+            "f1": float(f1[i]),
+            "support": int(support[i]),
+        }
+        for i, label in enumerate(labels)
+    }
+    # Macro over labels that occur in y_true or y_pred (sklearn's default label set).
+    present = (support > 0) | (predicted > 0)
+    return ClassificationMetrics(
+        count=int(len(true)),
+        accuracy=float(tp.sum() / len(true)) if len(true) else 0.0,
+        macro_f1=float(f1[present].mean()) if present.any() else 0.0,
+        per_label=per_label,
+        confusion=confusion.tolist(),
+        labels=tuple(labels),
+    )

@@ -1,0 +1,125 @@
+"""Dataset snapshots, training runs and the registry of published model versions."""
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from challenges.models import Project
+from common.models import TimeStampedModel
+
+
+class DatasetSnapshot(TimeStampedModel):
+    """An immutable list of the approved photos one run used (photo, sha256, label, split)."""
+
+    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="snapshots")
+    manifest_sha256 = models.CharField(max_length=64, db_index=True)
+    manifest = models.JSONField(help_text="Canonical JSON; its sha256 is manifest_sha256.")
+    label_counts = models.JSONField(help_text="{label: {train: n, holdout: n}}")
+    photo_count = models.PositiveIntegerField()
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "manifest_sha256"], name="snapshot_unique_manifest")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.project.slug} snapshot {self.manifest_sha256[:12]} ({self.photo_count} photos)"
+
+
+class TrainingRun(TimeStampedModel):
+    """One attempt to train and publish a model for a project."""
+
+    class Status(models.TextChoices):
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded (published)"
+        SKIPPED = "skipped", "Skipped (nothing to do)"
+        FAILED = "failed", "Failed"
+
+    class Trigger(models.TextChoices):
+        NIGHTLY = "nightly", "Nightly schedule"
+        MANUAL = "manual", "Manual (train_now)"
+
+    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="training_runs")
+    night = models.DateField(help_text="The night (project time zone) this run belongs to.")
+    trigger = models.CharField(max_length=16, choices=Trigger.choices)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.RUNNING, db_index=True)
+    stage = models.CharField(max_length=32, blank=True)
+    progress = models.FloatField(default=0.0, help_text="0..1 within the whole run.")
+    worker = models.CharField(max_length=200, blank=True, help_text="host:pid that claimed the run.")
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    snapshot = models.ForeignKey(
+        DatasetSnapshot, on_delete=models.PROTECT, null=True, blank=True, related_name="runs"
+    )
+    decision = models.JSONField(default=dict, blank=True, help_text="Strategy, inputs and reason.")
+    config = models.JSONField(default=dict, blank=True, help_text="Seeds and configs: enough to reproduce.")
+    metrics = models.JSONField(default=dict, blank=True)
+    history = models.JSONField(default=list, blank=True)
+    message = models.TextField(blank=True, help_text="Why it was skipped or failed.")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            # The nightly claim: one live nightly run per project and night. A failed one
+            # does not count, so a redelivered task can try again.
+            models.UniqueConstraint(
+                fields=["project", "night"],
+                condition=Q(trigger="nightly") & ~Q(status="failed"),
+                name="one_nightly_run_per_project_night",
+            ),
+            # The lock: never two runs of a project at once, whatever triggered them.
+            models.UniqueConstraint(
+                fields=["project"], condition=Q(status="running"), name="one_running_run_per_project"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.project.slug} run {self.pk} ({self.trigger} {self.night}, {self.status})"
+
+
+class ModelVersion(models.Model):
+    """A published model: immutable, numbered upwards per project."""
+
+    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="model_versions")
+    version = models.PositiveIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    run = models.OneToOneField(TrainingRun, on_delete=models.PROTECT, related_name="model_version")
+    snapshot = models.ForeignKey(DatasetSnapshot, on_delete=models.PROTECT, related_name="model_versions")
+    labels = models.JSONField(help_text="Output index -> label name.")
+    preprocessing = models.JSONField(help_text="Exactly how to feed the model.")
+    metrics = models.JSONField(help_text="Holdout metrics of the float model.")
+
+    class Meta:
+        ordering = ["project", "-version"]
+        get_latest_by = "version"
+        constraints = [models.UniqueConstraint(fields=["project", "version"], name="model_version_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.project.slug} v{self.version}"
+
+
+class ModelArtifact(models.Model):
+    """One file of a version, in one format and precision, verified by its own runtime."""
+
+    version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="artifacts")
+    format = models.CharField(max_length=16, help_text="onnx")
+    precision = models.CharField(max_length=16, help_text="fp32")
+    file = models.FileField(max_length=300)
+    size = models.PositiveBigIntegerField()
+    sha256 = models.CharField(max_length=64)
+    verification = models.JSONField(help_text="What loading the stored bytes with the runtime showed.")
+
+    class Meta:
+        ordering = ["version", "format", "precision"]
+        constraints = [
+            models.UniqueConstraint(fields=["version", "format", "precision"], name="artifact_unique_variant")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.version} {self.format}/{self.precision}"

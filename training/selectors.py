@@ -1,0 +1,33 @@
+"""Reads for the model registry."""
+from __future__ import annotations
+
+from django.db.models import QuerySet
+
+from training.models import ModelArtifact, ModelVersion
+
+
+def model_version_get_latest(*, project_slug: str) -> ModelVersion | None:
+    """The newest published version of a project's model, with its artifacts."""
+    return (
+        ModelVersion.objects.filter(project__slug=project_slug, project__is_active=True)
+        .select_related("project")
+        .prefetch_related("artifacts")
+        .order_by("-version")
+        .first()
+    )
+
+
+def model_artifact_get(*, project_slug: str, version: int, format: str, precision: str) -> ModelArtifact | None:
+    """One stored file of a published version."""
+    return (
+        ModelArtifact.objects.filter(
+            version__project__slug=project_slug, version__version=version, format=format, precision=precision
+        )
+        .select_related("version__project")
+        .first()
+    )
+
+
+def model_version_list(*, project_slug: str) -> QuerySet[ModelVersion]:
+    """All published versions of a project's model, newest first."""
+    return ModelVersion.objects.filter(project__slug=project_slug).prefetch_related("artifacts").order_by("-version")

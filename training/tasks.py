@@ -1,0 +1,35 @@
+"""Celery tasks: thin wrappers that load rows by id and call one service."""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+from celery import shared_task
+
+from challenges.models import Project
+from challenges.selectors import project_list_active, project_today
+from training.services import RunClaimRefused, training_run_execute
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task
+def nightly_training_enqueue() -> list[int]:
+    """Beat entry: queue one training task per active project for its current night."""
+    queued = []
+    for project in project_list_active():
+        training_run_nightly.delay(project.pk, project_today(project=project).isoformat())
+        queued.append(project.pk)
+    return queued
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True)
+def training_run_nightly(project_id: int, night: str) -> str:
+    """Train and publish one project's model for `night`; a second delivery does nothing."""
+    project = Project.objects.get(pk=project_id)
+    try:
+        run = training_run_execute(project=project, night=dt.date.fromisoformat(night))
+    except RunClaimRefused as exc:
+        logger.info("skipping: %s", exc)
+        return "claimed-elsewhere"
+    return run.status
