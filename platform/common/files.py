@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 
-from django.core.files.storage import default_storage
+from django.core.files.storage import FileSystemStorage, default_storage
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
@@ -18,7 +18,7 @@ def stored_file_response(
     the heavy lifting, ranges included). On local storage the file is streamed here, with
     a single byte range (206) so interrupted downloads resume.
     """
-    if not hasattr(default_storage, "path"):
+    if not isinstance(default_storage, FileSystemStorage):
         return HttpResponseRedirect(default_storage.url(name))
 
     path = default_storage.path(name)

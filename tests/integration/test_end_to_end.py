@@ -51,17 +51,18 @@ def celery_worker(services, s3_storage, s3_prefix, weights_path, tmp_path):
          "--hostname", f"e2e-{os.getpid()}@%h", "--without-gossip", "--without-mingle"],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
     )
-    app.conf.task_always_eager = False
-    conn = app.connection_for_write(services.redis_url)
+    # This process sends through the same broker (no connection was made yet: tests ran eager).
+    saved = app.conf.broker_url, app.conf.broker_transport_options
+    app.conf.update(task_always_eager=False, broker_url=services.redis_url, broker_transport_options={})
     try:
         deadline = time.monotonic() + 90
-        while not app.control.ping(timeout=1.0, connection=conn):
+        while not app.control.ping(timeout=1.0):
             if worker.poll() is not None or time.monotonic() > deadline:
                 log.seek(0)
                 pytest.fail(f"the Celery worker did not come up:\n{log.read()[-4000:]}")
-        yield conn
+        yield worker
     finally:
-        conn.release()
+        app.conf.update(broker_url=saved[0], broker_transport_options=saved[1])
         worker.terminate()
         try:
             worker.wait(timeout=30)
@@ -108,7 +109,7 @@ def test_photo_to_published_model_to_app(celery_worker, services, api, staff_api
     assert counts["imported"] >= 240 and counts["duplicate"] == 1
 
     night = project_today(project=project).isoformat()
-    training_run_nightly.apply_async(args=[project.pk, night], connection=celery_worker)
+    training_run_nightly.delay(project.pk, night)
 
     deadline = time.monotonic() + 600
     while True:

@@ -44,11 +44,7 @@ def hymenoptera_dir() -> Path:
 
 def photo_files(folder: Path) -> list[tuple[Path, str]]:
     """(file, label) for every photo under folder/<label>/, sorted; placeholders skipped."""
-    return sorted(
-        (f, f.parent.name)
-        for f in folder.glob("*/*")
-        if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
-    )
+    return sorted((f, f.parent.name) for f in folder.glob("*/*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
 
 
 @pytest.fixture(scope="session")

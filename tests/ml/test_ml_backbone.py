@@ -73,7 +73,7 @@ def test_unreadable_or_absent_weights_are_clear_errors(tmp_path):
 
 def test_torchvision_weights_are_named_not_downloaded_for_a_fingerprint():
     assert weights_fingerprint(config=BackboneConfig()) == f"torchvision:{TORCHVISION_WEIGHTS}"
-    with pytest.raises(WeightsError, match="width 1.0"):
+    with pytest.raises(WeightsError, match=r"width 1\.0"):
         backbone_load(config=BackboneConfig(width_mult=0.5))  # refused before any download
 
 

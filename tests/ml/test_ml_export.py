@@ -119,6 +119,7 @@ def test_predictions_compare_flags_flips_and_drift():
     assert any("probability difference" in f for f in drift.failures)
     nan = predictions_compare(reference=reference, candidate=np.full_like(reference, np.nan))
     assert not nan.ok
+    assert json.loads(json.dumps(nan.to_dict(), allow_nan=False))["max_abs_diff"] is None
     json.dumps(drift.to_dict(), allow_nan=False)
     with pytest.raises(VerificationError, match="shape"):
         predictions_compare(reference=reference, candidate=reference[:2])

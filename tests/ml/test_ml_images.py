@@ -153,7 +153,8 @@ def test_image_batches_stream_and_name_the_broken_image():
 
         return open_image
 
-    batches = image_batches([opener(i) for i in range(5)], preprocessing=Preprocessing(input_size=32, resize=32), batch_size=2)
+    small = Preprocessing(input_size=32, resize=32)
+    batches = image_batches([opener(i) for i in range(5)], preprocessing=small, batch_size=2)
     first = next(batches)
     assert first.shape == (2, 3, 32, 32) and opened == [0, 1]  # lazy: nothing beyond the batch
     assert [len(b) for b in batches] == [2, 1]

@@ -69,7 +69,11 @@ def test_progress_and_bad_inputs():
     x, y = _blobs(10, classes=2)
     seen = []
     linear_probe_train(
-        features=x, targets=y, num_classes=2, config=LinearProbeConfig(epochs=5), progress=lambda e, n: seen.append((e, n))
+        features=x,
+        targets=y,
+        num_classes=2,
+        config=LinearProbeConfig(epochs=5),
+        progress=lambda e, n: seen.append((e, n)),
     )
     assert seen[0] == (1, 5) and seen[-1] == (5, 5)
     with pytest.raises(ValueError):

@@ -77,12 +77,17 @@ def test_feature_cache_computes_only_new_samples():
         on_batch(len(todo), len(todo))
         return torch.stack([torch.full((3,), float(ord(s.key))) for s in todo])
 
+    def run(items, namespace="ns"):
+        return _features_cached(
+            samples=items, cache=cache, namespace=namespace, extract=extract, progress=lambda fraction: None
+        )
+
     cache: dict = {}
-    first, computed = _features_cached(samples=samples, cache=cache, namespace="ns", extract=extract, progress=lambda f: None)
+    first, computed = run(samples)
     assert computed == 4 and sorted(cache) == ["ns:a", "ns:b", "ns:c", "ns:d"]
-    more = samples + [_sample("e", 0, "train")]
-    second, computed = _features_cached(samples=more, cache=cache, namespace="ns", extract=extract, progress=lambda f: None)
+    more = [*samples, _sample("e", 0, "train")]
+    second, computed = run(more)
     assert computed == 1 and asked[-1] == ["e"]
     assert torch.equal(second[:4], first) and second[4, 0] == ord("e")
-    _, computed = _features_cached(samples=more, cache=cache, namespace="other", extract=extract, progress=lambda f: None)
+    _, computed = run(more, namespace="other")
     assert computed == 5  # other weights or preprocessing: nothing reused

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 #: torchvision's ImageNet statistics, for weights trained with them (torchvision's own).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -69,7 +70,7 @@ class Preprocessing:
         }
 
     @classmethod
-    def from_manifest(cls, manifest: Mapping[str, Any]) -> "Preprocessing":
+    def from_manifest(cls, manifest: Mapping[str, Any]) -> Preprocessing:
         """Rebuild from ``to_manifest()`` output; refuses manifests this code cannot reproduce."""
         fixed = {"resize_mode": _RESIZE_MODE, "crop": _CROP, "channel_order": "RGB", "layout": "NCHW"}
         for key, expected in fixed.items():
@@ -144,3 +145,7 @@ class ParityTolerance:
     def __post_init__(self) -> None:
         if self.max_abs_diff < 0 or not 0.0 <= self.min_agreement <= 1.0:
             raise ValueError("max_abs_diff must be >= 0 and min_agreement in [0, 1]")
+
+
+#: The tolerance used when none is given (fp32 export vs fp32 torch).
+DEFAULT_TOLERANCE = ParityTolerance()

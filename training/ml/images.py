@@ -55,8 +55,8 @@ def resized_size(width: int, height: int, *, shorter_side: int) -> tuple[int, in
 def center_crop_box(width: int, height: int, *, size: int) -> tuple[int, int, int, int]:
     """(left, top, right, bottom) of the centred ``size`` square, rounded like torchvision."""
     # torchvision uses Python's round(), i.e. round-half-to-even; copy it for identical pixels.
-    left = int(round((width - size) / 2.0))
-    top = int(round((height - size) / 2.0))
+    left = round((width - size) / 2.0)
+    top = round((height - size) / 2.0)
     return left, top, left + size, top + size
 
 
@@ -90,13 +90,17 @@ def image_source_array(source: ImageSource, *, index: int, preprocessing: Prepro
         finally:
             image.close()  # we opened it: free the file handle and the decoded pixels now
     except Exception as exc:
-        raise ImageDecodeError(f"image {index} could not be decoded: {type(exc).__name__}: {exc}", index=index) from exc
+        message = f"image {index} could not be decoded: {type(exc).__name__}: {exc}"
+        raise ImageDecodeError(message, index=index) from exc
 
 
 def image_batches(
     images: Iterable[ImageSource], *, preprocessing: Preprocessing, batch_size: int
 ) -> Iterator[np.ndarray]:
-    """Yield float32 NCHW batches (one reused buffer: consume each before the next); only the current batch of decoded images is alive."""
+    """Yield float32 NCHW batches; only the current batch of decoded images is alive.
+
+    One buffer is reused, so consume (or copy) each batch before asking for the next.
+    """
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
     size = preprocessing.input_size

@@ -22,6 +22,7 @@ OUTPUT_NAME = "probabilities"
 METADATA_PREPROCESSING = "preprocessing"
 METADATA_LABELS = "labels"
 
+
 def file_sha256(path: str | Path) -> str:
     """sha256 (hex) of a file, streamed."""
     digest = hashlib.sha256()

@@ -55,8 +55,14 @@ def linear_probe_train(
     history: list[dict] = []
     if len(val_idx):
         head, best_epoch = _fit(
-            x[train_idx], y[train_idx], num_classes, config,
-            epochs=config.epochs, val=(x[val_idx], y[val_idx]), history=history, progress=progress,
+            x[train_idx],
+            y[train_idx],
+            num_classes,
+            config,
+            epochs=config.epochs,
+            val=(x[val_idx], y[val_idx]),
+            history=history,
+            progress=progress,
         )
         refit = config.refit_on_all
         if refit:
@@ -87,7 +93,7 @@ def _stratified_split(y: torch.Tensor, *, fraction: float, seed: int) -> tuple[t
     for label in torch.unique(y).tolist():
         idx = torch.nonzero(y == label).flatten()
         idx = idx[torch.randperm(len(idx), generator=generator)]
-        take = int(round(len(idx) * fraction))
+        take = round(len(idx) * fraction)
         # Keep at least 2 for training; a class with < 3 samples gives none to validation.
         take = min(take, max(0, len(idx) - 2))
         val.append(idx[:take])

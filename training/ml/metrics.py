@@ -67,7 +67,7 @@ def classification_metrics(
     # Macro over labels that occur in y_true or y_pred (sklearn's default label set).
     present = (support > 0) | (predicted > 0)
     return ClassificationMetrics(
-        count=int(len(true)),
+        count=len(true),
         accuracy=float(tp.sum() / len(true)) if len(true) else 0.0,
         macro_f1=float(f1[present].mean()) if present.any() else 0.0,
         per_label=per_label,

@@ -11,12 +11,13 @@ No torch here: the reference client and the web process can use it.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from training.ml.config import ParityTolerance, Preprocessing
+from training.ml.config import DEFAULT_TOLERANCE, ParityTolerance, Preprocessing
 from training.ml.errors import VerificationError
 from training.ml.images import ImageSource
 from training.ml.inference import METADATA_PREPROCESSING, onnx_metadata, onnx_predict_images, onnx_session
@@ -60,6 +61,9 @@ class ParityReport:
     def to_dict(self) -> dict:
         """JSON-ready form, with the verdict."""
         data = asdict(self)
+        for key in ("max_abs_diff", "mean_abs_diff"):
+            if not math.isfinite(data[key]):
+                data[key] = None  # NaN is not JSON; the failures list says what happened
         data["disagreements"] = list(self.disagreements)
         data["ok"] = self.ok
         data["failures"] = self.failures
@@ -71,7 +75,7 @@ def predictions_compare(
     reference: np.ndarray,
     candidate: np.ndarray,
     y_true: Sequence[int] | None = None,
-    tolerance: ParityTolerance = ParityTolerance(),
+    tolerance: ParityTolerance = DEFAULT_TOLERANCE,
 ) -> ParityReport:
     """Compare two probability matrices [N, C] row by row."""
     ref = np.asarray(reference, dtype=np.float64)
@@ -122,7 +126,7 @@ def onnx_verify(
     reference: np.ndarray,
     preprocessing: Preprocessing,
     y_true: Sequence[int] | None = None,
-    tolerance: ParityTolerance = ParityTolerance(),
+    tolerance: ParityTolerance = DEFAULT_TOLERANCE,
     batch_size: int = 32,
     num_threads: int | None = None,
     progress: Callable[[int, int], None] | None = None,
@@ -135,8 +139,10 @@ def onnx_verify(
     than ``preprocessing``, returns malformed output, or (with ``raise_on_failure``) fails
     ``tolerance``; the error carries the report as a dict.
     """
-    session = path_or_bytes if hasattr(path_or_bytes, "run") else onnx_session(
-        path_or_bytes=path_or_bytes, num_threads=num_threads
+    session = (
+        path_or_bytes
+        if hasattr(path_or_bytes, "run")
+        else onnx_session(path_or_bytes=path_or_bytes, num_threads=num_threads)
     )
     embedded = onnx_metadata(path_or_bytes=session).get(METADATA_PREPROCESSING)
     if embedded is not None and json.loads(embedded) != json.loads(json.dumps(preprocessing.to_manifest())):

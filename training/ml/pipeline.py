@@ -19,7 +19,7 @@ from typing import Any
 
 from PIL import Image
 
-from training.ml.config import BackboneConfig, LinearProbeConfig, ParityTolerance, Preprocessing
+from training.ml.config import DEFAULT_TOLERANCE, BackboneConfig, LinearProbeConfig, ParityTolerance, Preprocessing
 from training.ml.errors import ImageDecodeError, PipelineError
 from training.ml.metrics import ClassificationMetrics, classification_metrics
 
@@ -39,7 +39,7 @@ class Sample:
 
 
 def split_for(sha256_hex: str, *, holdout_percent: int = 20) -> str:
-    """"train" or "holdout" for a photo, from its content hash: deterministic and stable.
+    """Return "train" or "holdout" for a photo from its content hash: deterministic and stable.
 
     bucket = int(first 16 hex digits) % 100; holdout when bucket < holdout_percent. A photo's
     split never depends on the other photos, so adding photos never moves old ones between
@@ -114,7 +114,7 @@ def linear_probe_pipeline(
     progress: Callable[[str, float], None] | None = None,
     num_threads: int | None = None,
     batch_size: int = 32,
-    tolerance: ParityTolerance = ParityTolerance(),
+    tolerance: ParityTolerance = DEFAULT_TOLERANCE,
     feature_cache: MutableMapping[str, Any] | None = None,
     artifact_name: str = "model.onnx",
 ) -> PipelineResult:
