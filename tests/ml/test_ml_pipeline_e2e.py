@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -15,7 +16,7 @@ from PIL import Image
 
 from tests.ml.conftest import WEIGHTS_SHA256, photo_files
 from training.ml.config import IMAGENET_MEAN, IMAGENET_STD, BackboneConfig, LinearProbeConfig, Preprocessing
-from training.ml.errors import ImageDecodeError
+from training.ml.errors import ImageDecodeError, VerificationError
 from training.ml.images import image_to_array
 from training.ml.pipeline import STAGES, Sample, linear_probe_pipeline, split_for
 
@@ -188,3 +189,52 @@ def test_pipeline_names_an_undecodable_photo(hymenoptera_dir, ml_weights_path, t
             out_dir=tmp_path / "out",
         )
     assert not (tmp_path / "out").exists()  # nothing exported from a failed run
+
+
+def _small_run(hymenoptera_dir, ml_weights_path, out_dir):
+    every = _samples(hymenoptera_dir / "train")
+    ants = [s for s in every if s.label == 0][:5]
+    bees = [s for s in every if s.label == 1][:5]
+    samples = [
+        dataclasses.replace(s, split="holdout" if i >= 3 else "train")
+        for group in (ants, bees)
+        for i, s in enumerate(group)
+    ]
+    return linear_probe_pipeline(
+        samples=samples,
+        labels=LABELS,
+        backbone=BackboneConfig(weights_path=str(ml_weights_path)),
+        preprocessing=Preprocessing(),
+        probe=LinearProbeConfig(epochs=20),
+        out_dir=out_dir,
+    )
+
+
+def test_pipeline_refuses_and_deletes_an_artifact_that_disagrees(
+    trained, hymenoptera_dir, ml_weights_path, tmp_path, monkeypatch
+):
+    """An exported file that is not the trained model (here: another run's file) must not pass."""
+    import training.ml.export
+
+    def export_someone_elses_model(*, model, path, preprocessing, labels=None, metadata=None):
+        shutil.copyfile(trained["result"].artifact_path, path)
+        return path
+
+    monkeypatch.setattr(training.ml.export, "onnx_export", export_someone_elses_model)
+    with pytest.raises(VerificationError, match="max probability difference") as info:
+        _small_run(hymenoptera_dir, ml_weights_path, tmp_path)
+    assert info.value.report["ok"] is False
+    assert not (tmp_path / "model.onnx").exists()
+
+
+def test_pipeline_refuses_an_artifact_that_does_not_load(hymenoptera_dir, ml_weights_path, tmp_path, monkeypatch):
+    import training.ml.export
+
+    def export_garbage(*, model, path, preprocessing, labels=None, metadata=None):
+        Path(path).write_bytes(b"\x08\x07 this is not a model")
+        return path
+
+    monkeypatch.setattr(training.ml.export, "onnx_export", export_garbage)
+    with pytest.raises(VerificationError, match="cannot load"):
+        _small_run(hymenoptera_dir, ml_weights_path, tmp_path)
+    assert not (tmp_path / "model.onnx").exists()

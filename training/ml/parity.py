@@ -4,12 +4,14 @@ The reference is the float torch model on correctly preprocessed images. Differe
 max probability catch what top-1 agreement hides: with ImageNet mean/std instead of the
 model's [-1, 1], or without the centre crop, most top-1 answers survive on easy photos but
 the probabilities move by tenths (the tests measure this). That is the signature of an app
-that preprocesses differently, the most common complaint about on-device models.
+that preprocesses differently, the most common complaint about on-device models;
+``preprocessing_diagnose`` then names the likely mistake from one photo and the app's tensor.
 No torch here: the reference client and the web process can use it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Callable, Iterable, Sequence
@@ -165,3 +167,74 @@ def onnx_verify(
             "ONNX file disagrees with the reference model: " + "; ".join(report.failures), report=report.to_dict()
         )
     return OnnxVerification(report=report, probabilities=probabilities)
+
+
+@dataclass(frozen=True)
+class PreprocessingDiagnosis:
+    """How an app's input tensor for a photo compares with ``image_to_array`` of the same photo."""
+
+    ok: bool
+    mean_abs_diff: float  # app vs reference, in normalised units (1 grey level = 1 / (255 * std))
+    likely_cause: str | None  # the known mistake that reproduces the app's tensor best, if any fits
+    candidates: dict  # mistake -> mean |diff| between its output and the app's tensor
+
+    def to_dict(self) -> dict:
+        """JSON-ready form."""
+        return asdict(self)
+
+
+def _mistakes(image, preprocessing: Preprocessing, reference: np.ndarray) -> dict[str, np.ndarray]:
+    """What the usual preprocessing mistakes produce for ``image`` (numpy + Pillow only)."""
+    from PIL import Image as PILImage
+
+    from training.ml.config import IMAGENET_MEAN, IMAGENET_STD
+    from training.ml.images import image_rgb, image_to_array
+
+    size, variants = preprocessing.input_size, {}
+
+    def normalised(**changes) -> np.ndarray:
+        return image_to_array(image, preprocessing=dataclasses.replace(preprocessing, **changes))
+
+    if (preprocessing.mean, preprocessing.std) != (IMAGENET_MEAN, IMAGENET_STD):
+        variants["imagenet_mean_std"] = normalised(mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    variants["scaled_0_1_no_mean_std"] = normalised(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    variants["raw_0_255_pixels"] = variants["scaled_0_1_no_mean_std"] * np.float32(255.0)
+    variants["bgr_channel_order"] = reference[::-1]
+    variants["hwc_memory_read_as_chw"] = reference.transpose(1, 2, 0).reshape(3, size, size)
+    squashed = image_rgb(image).resize((size, size), resample=PILImage.Resampling.BILINEAR)
+    variants["squashed_no_center_crop"] = image_to_array(squashed, preprocessing=preprocessing)
+    variants["center_crop_without_resize"] = normalised(resize=max(size, min(image.size)))
+    if preprocessing.resize != size:
+        variants["resize_to_input_size"] = normalised(resize=size)
+    return variants
+
+
+def preprocessing_diagnose(
+    *, image, app_array: np.ndarray, preprocessing: Preprocessing, tolerance: float = 0.03
+) -> PreprocessingDiagnosis:
+    """Check an app's model input for ``image`` and name the likely mistake if it is off.
+
+    ``app_array`` is what the app feeds the model for this photo: [3, S, S] or [1, 3, S, S]
+    (an [S, S, 3] array is reported as the HWC layout mistake). ``tolerance`` is a mean
+    absolute difference; different JPEG decoders and resizers stay well below it.
+    """
+    from training.ml.images import image_to_array
+
+    reference = image_to_array(image, preprocessing=preprocessing)
+    app = np.asarray(app_array, dtype=np.float32)
+    size = preprocessing.input_size
+    if app.shape in ((size, size, 3), (1, size, size, 3)):
+        return PreprocessingDiagnosis(False, float("nan"), "hwc_layout_instead_of_nchw", {})
+    app = app.reshape(reference.shape) if app.size == reference.size else app
+    if app.shape != reference.shape:
+        return PreprocessingDiagnosis(False, float("nan"), f"wrong_shape_{'x'.join(map(str, app.shape))}", {})
+    difference = float(np.abs(app - reference).mean())
+    if difference <= tolerance:
+        return PreprocessingDiagnosis(True, difference, None, {})
+    candidates = {
+        name: float(np.abs(app - variant).mean())
+        for name, variant in _mistakes(image, preprocessing, reference).items()
+    }
+    best = min(candidates, key=candidates.get)
+    cause = best if candidates[best] <= tolerance else "unknown"
+    return PreprocessingDiagnosis(False, difference, cause, candidates)

@@ -122,8 +122,8 @@ def linear_probe_pipeline(
 
     Verification loads the written file with onnxruntime and runs the holdout photos
     through it from the images (``image_to_array``), as an app would; it raises
-    ``VerificationError`` if the file does not load or disagrees with the torch model
-    beyond ``tolerance``. ``progress(stage, fraction)`` reports stages in ``STAGES``.
+    ``VerificationError`` (and deletes the file) if the file does not load or disagrees
+    with the torch model beyond ``tolerance``. ``progress(stage, fraction)`` reports stages in ``STAGES``.
     ``feature_cache`` (any mapping, e.g. backed by files) keeps per-photo features between
     runs, so only new photos pay for a forward pass. ``num_threads`` None keeps the
     caller's torch thread count (capped at the available cores).
@@ -212,9 +212,9 @@ def linear_probe_pipeline(
         # -- verify ----------------------------------------------------------------
         t0 = time.perf_counter()
         report("verify", 0.0)
-        # Bytes, not the path: proves the file alone is enough (no .onnx.data sidecar).
-        session = onnx_session(path_or_bytes=Path(artifact).read_bytes(), num_threads=threads)
         try:
+            # Bytes, not the path: proves the file alone is enough (no .onnx.data sidecar).
+            session = onnx_session(path_or_bytes=Path(artifact).read_bytes(), num_threads=threads)
             checked = onnx_verify(
                 path_or_bytes=session,
                 images=[s.open_image for s in holdout],
@@ -225,8 +225,12 @@ def linear_probe_pipeline(
                 batch_size=batch_size,
                 progress=lambda done, total: report("verify", done / max(total, 1)),
             )
-        except ImageDecodeError as exc:
-            raise _decode_error_for(exc, holdout) from exc
+        except BaseException as exc:
+            # A file that failed its check must not be left where it could be published.
+            Path(artifact).unlink(missing_ok=True)
+            if isinstance(exc, ImageDecodeError):
+                raise _decode_error_for(exc, holdout) from exc
+            raise
         seconds["verify"] = time.perf_counter() - t0
 
     onnx_metrics = classification_metrics(
