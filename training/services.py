@@ -127,7 +127,12 @@ def training_run_execute(
         with tempfile.TemporaryDirectory(prefix="training-run-") as tmp:
             result = _pipeline_run(run=run, snapshot=snapshot, out_dir=Path(tmp), on_progress=on_progress)
             version = model_version_publish(run=run, snapshot=snapshot, result=result)
-        run.metrics = result.metrics.to_dict()
+        run.metrics = {
+            **result.metrics.to_dict(),
+            "exported_file": result.onnx_metrics.to_dict(),
+            "seconds": result.seconds,
+        }
+        run.config = {**run.config, "pipeline": result.config}
         run.history = result.history
         return _finish(run, status=TrainingRun.Status.SUCCEEDED, message=f"Published version {version.version}.")
     except Exception as exc:

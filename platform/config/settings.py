@@ -14,12 +14,15 @@ from django.core.exceptions import ImproperlyConfigured
 
 ROOT_DIR = Path(__file__).resolve().parents[2]
 env = environ.Env()
-environ.Env.read_env(env.str("PLATFORM_ENV_FILE", default=str(ROOT_DIR / ".env")))
+TESTING = "pytest" in sys.modules
+# A developer's .env must not leak into the tests; PLATFORM_ENV_FILE="" reads no file.
+_env_file = env.str("PLATFORM_ENV_FILE", default="" if TESTING else str(ROOT_DIR / ".env"))
+if _env_file and Path(_env_file).is_file():
+    environ.Env.read_env(_env_file)
 
 VAR_DIR = (ROOT_DIR / env.str("PLATFORM_VAR_DIR", default="var")).resolve()
 
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
-TESTING = "pytest" in sys.modules
 SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="")
 if not SECRET_KEY:
     if not (DEBUG or TESTING):

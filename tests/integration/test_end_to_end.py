@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
+from celery import Celery
 from django.db import connection
 from PIL import Image
 
@@ -32,8 +33,6 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture
 def celery_worker(services, s3_storage, s3_prefix, weights_path, tmp_path):
     """A real worker process on the Redis broker, the test database and the same S3 prefix."""
-    from config.celery import app
-
     db = connection.settings_dict
     env = {
         **os.environ,
@@ -44,6 +43,7 @@ def celery_worker(services, s3_storage, s3_prefix, weights_path, tmp_path):
         "PLATFORM_WEIGHTS_PATH": str(weights_path),
         "PLATFORM_VAR_DIR": str(tmp_path / "worker-var"),
         "DJANGO_SECRET_KEY": "end-to-end-test",
+        "PLATFORM_ENV_FILE": "",  # only what this test sets, never a developer's .env
     }
     log = open(tmp_path / "worker.log", "w+")
     worker = subprocess.Popen(
@@ -51,18 +51,17 @@ def celery_worker(services, s3_storage, s3_prefix, weights_path, tmp_path):
          "--hostname", f"e2e-{os.getpid()}@%h", "--without-gossip", "--without-mingle"],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
     )
-    # This process sends through the same broker (no connection was made yet: tests ran eager).
-    saved = app.conf.broker_url, app.conf.broker_transport_options
-    app.conf.update(task_always_eager=False, broker_url=services.redis_url, broker_transport_options={})
+    # A client app of its own on the same broker: the project's app stays eager for other tests.
+    client = Celery("e2e-client", broker=services.redis_url)
     try:
         deadline = time.monotonic() + 90
-        while not app.control.ping(timeout=1.0):
+        while not client.control.ping(timeout=1.0):
             if worker.poll() is not None or time.monotonic() > deadline:
                 log.seek(0)
                 pytest.fail(f"the Celery worker did not come up:\n{log.read()[-4000:]}")
-        yield worker
+        yield client
     finally:
-        app.conf.update(broker_url=saved[0], broker_transport_options=saved[1])
+        client.close()
         worker.terminate()
         try:
             worker.wait(timeout=30)
@@ -91,8 +90,6 @@ def test_photo_to_published_model_to_app(celery_worker, services, api, staff_api
                                          staff, hymenoptera, tmp_path):
     import onnxruntime
 
-    from training.tasks import training_run_nightly
-
     project = challenge.project
     # A volunteer sends a photo for today's challenge; staff approve it.
     mine = sorted((hymenoptera / "train" / "bees").glob("*.jpg"))[0]
@@ -109,7 +106,7 @@ def test_photo_to_published_model_to_app(celery_worker, services, api, staff_api
     assert counts["imported"] >= 240 and counts["duplicate"] == 1
 
     night = project_today(project=project).isoformat()
-    training_run_nightly.delay(project.pk, night)
+    celery_worker.send_task("training.tasks.training_run_nightly", args=[project.pk, night])
 
     deadline = time.monotonic() + 600
     while True:

@@ -174,7 +174,7 @@ class PreprocessingDiagnosis:
     """How an app's input tensor for a photo compares with ``image_to_array`` of the same photo."""
 
     ok: bool
-    mean_abs_diff: float  # app vs reference, in normalised units (1 grey level = 1 / (255 * std))
+    mean_abs_diff: float | None  # app vs reference in normalised units (None: shapes differ)
     likely_cause: str | None  # the known mistake that reproduces the app's tensor best, if any fits
     candidates: dict  # mistake -> mean |diff| between its output and the app's tensor
 
@@ -224,10 +224,10 @@ def preprocessing_diagnose(
     app = np.asarray(app_array, dtype=np.float32)
     size = preprocessing.input_size
     if app.shape in ((size, size, 3), (1, size, size, 3)):
-        return PreprocessingDiagnosis(False, float("nan"), "hwc_layout_instead_of_nchw", {})
+        return PreprocessingDiagnosis(False, None, "hwc_layout_instead_of_nchw", {})
     app = app.reshape(reference.shape) if app.size == reference.size else app
     if app.shape != reference.shape:
-        return PreprocessingDiagnosis(False, float("nan"), f"wrong_shape_{'x'.join(map(str, app.shape))}", {})
+        return PreprocessingDiagnosis(False, None, f"wrong_shape_{'x'.join(map(str, app.shape))}", {})
     difference = float(np.abs(app - reference).mean())
     if difference <= tolerance:
         return PreprocessingDiagnosis(True, difference, None, {})
