@@ -40,6 +40,7 @@ class Label(TimeStampedModel):
     name = models.SlugField(max_length=64)
     description = models.TextField(blank=True)
     target_count = models.PositiveIntegerField(default=PRODUCTION_TARGET)
+    example_photo = models.ImageField(upload_to="labels/examples/", blank=True, max_length=300)
 
     class Meta:
         ordering = ["project", "name"]
@@ -58,6 +59,8 @@ class Challenge(TimeStampedModel):
     instructions = models.TextField(blank=True)
     labels = models.ManyToManyField(Label, related_name="challenges")
     points_multiplier = models.DecimalField(max_digits=4, decimal_places=2, default=1)
+    starts_at = models.TimeField(null=True, blank=True, help_text="Local time it opens; empty: midnight.")
+    ends_at = models.TimeField(null=True, blank=True, help_text="Local time it closes; empty: end of day.")
     generated_reason = models.CharField(
         max_length=300, blank=True, help_text="Why the platform generated it; empty when scheduled by an admin."
     )

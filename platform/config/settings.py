@@ -46,6 +46,8 @@ INSTALLED_APPS = [
     "accounts",
     "challenges",
     "submissions",
+    "leaderboards",
+    "newsletter",
     "training",
     "mobile_api",
 ]

@@ -15,6 +15,14 @@ def photo_upload_to(instance: "Photo", filename: str) -> str:
     return f"photos/{instance.project.slug}/{instance.public_id.hex}.jpg"
 
 
+def photo_display_to(instance: "Photo", filename: str) -> str:
+    return f"photos/{instance.project.slug}/display/{instance.public_id.hex}.jpg"
+
+
+def photo_thumbnail_to(instance: "Photo", filename: str) -> str:
+    return f"photos/{instance.project.slug}/thumbs/{instance.public_id.hex}.jpg"
+
+
 class Photo(TimeStampedModel):
     """One contributed photo. Its label is weak until staff approve it."""
 
@@ -44,13 +52,30 @@ class Photo(TimeStampedModel):
     )
     moderated_at = models.DateTimeField(null=True, blank=True)
 
+    # Every stored copy is re-encoded without metadata. `image` is the full-size copy
+    # (private: its volunteer and staff); display and thumbnail are made once at upload.
     image = models.FileField(upload_to=photo_upload_to, max_length=300)
+    display_image = models.FileField(upload_to=photo_display_to, max_length=300, blank=True)
+    thumbnail = models.FileField(upload_to=photo_thumbnail_to, max_length=300, blank=True)
     width = models.PositiveIntegerField()
     height = models.PositiveIntegerField()
     source_format = models.CharField(max_length=16)
     upload_sha256 = models.CharField(max_length=64, help_text="Of the bytes sent: exact duplicates.")
     sha256 = models.CharField(max_length=64, help_text="Of the stored, re-encoded JPEG.")
     phash = models.CharField(max_length=32, help_text="Perceptual hash: near duplicates.")
+
+    # Moderation flags and curation.
+    near_duplicate_of = models.ForeignKey(
+        "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="near_duplicates",
+        help_text="An earlier photo this one nearly repeats: accepted, flagged, earns no points.",
+    )
+    model_confidence = models.FloatField(
+        null=True, blank=True, help_text="The current published model's probability for the claimed label."
+    )
+    flag_model_disagreement = models.BooleanField(default=False)
+    flag_suspicious_volume = models.BooleanField(default=False)
+    featured = models.BooleanField(default=False, db_index=True)
+    featured_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -61,3 +86,15 @@ class Photo(TimeStampedModel):
 
     def __str__(self) -> str:
         return f"photo {self.pk} ({self.label}, {self.status})"
+
+
+class UploadIdempotencyKey(models.Model):
+    """A client's Idempotency-Key: a retried upload returns the first result."""
+
+    volunteer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=100)
+    photo = models.ForeignKey(Photo, on_delete=models.CASCADE, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["volunteer", "key"], name="idempotency_key_unique")]

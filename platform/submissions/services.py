@@ -16,6 +16,7 @@ from django.utils import timezone
 from challenges.models import Challenge, Label, Project
 from common.errors import Conflict, DomainError, ServiceUnavailable, ValidationFailed
 from common.images import SanitizedImage, image_sanitize
+from leaderboards.services import score_photo_moderated
 from submissions.models import Photo, photo_upload_to
 
 logger = logging.getLogger(__name__)
@@ -79,11 +80,14 @@ def photo_moderate(*, photo: Photo, moderator: AbstractBaseUser, approve: bool, 
     """Approve or reject a photo; a rejection needs a reason the volunteer will see."""
     if not approve and not reason.strip():
         raise ValidationFailed("A rejection needs a reason.", code="reason_required")
+    previous_status = photo.status
     photo.status = Photo.Status.APPROVED if approve else Photo.Status.REJECTED
     photo.reject_reason = "" if approve else reason.strip()
     photo.moderated_by = moderator
     photo.moderated_at = timezone.now()
-    photo.save(update_fields=["status", "reject_reason", "moderated_by", "moderated_at", "updated_at"])
+    with transaction.atomic():
+        photo.save(update_fields=["status", "reject_reason", "moderated_by", "moderated_at", "updated_at"])
+        score_photo_moderated(photo=photo, previous_status=previous_status)
     return photo
 
 
