@@ -32,6 +32,22 @@ def _local_storage(settings, tmp_path):
 
 
 @pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    """Factories and sign-ups hash passwords; PBKDF2 would dominate the suite's runtime."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def _clear_cache():
+    """The upload throttle counts in Django's cache, which outlives a test: start from zero."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture(autouse=True)
 def _eager_celery():
     """Tasks run in-process in unit tests; the end-to-end test uses a real worker."""
     from config.celery import app
@@ -73,6 +89,15 @@ def volunteer_api(volunteer) -> APIClient:
 def staff_api(staff) -> APIClient:
     client = APIClient()
     client.force_authenticate(staff)
+    return client
+
+
+@pytest.fixture
+def admin_client(client, staff):
+    """A browser session of `staff` as a superuser (pytest-django's own logs in someone else)."""
+    staff.is_superuser = True
+    staff.save()
+    client.force_login(staff)
     return client
 
 

@@ -1,13 +1,13 @@
-"""Sign-up and token login for the REST API."""
+"""Sign-up, token login and the volunteer's own profile (/me/) for the REST API."""
 from django.contrib.auth import authenticate
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
-from rest_framework.permissions import AllowAny
+from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.services import token_get_or_create, volunteer_create
+from accounts.services import profile_get_or_create, profile_update, token_get_or_create, volunteer_create
 from common.errors import DomainError
 
 
@@ -51,3 +51,31 @@ class TokenLoginApi(APIView):
         if user is None:
             raise DomainError("Wrong username or password.", code="invalid_credentials")
         return Response({"username": user.username, "token": token_get_or_create(user=user)})
+
+
+class ProfileOutput(serializers.Serializer):
+    display_name = serializers.CharField()
+    public_on_leaderboards = serializers.BooleanField()
+    newsletter_opt_in = serializers.BooleanField()
+
+
+class MeApi(APIView):
+    """The signed-in volunteer's public profile and preferences."""
+
+    permission_classes = [IsAuthenticated]
+
+    class Input(serializers.Serializer):
+        display_name = serializers.CharField(required=False, max_length=200)
+        public_on_leaderboards = serializers.BooleanField(required=False)
+        newsletter_opt_in = serializers.BooleanField(required=False)
+
+    @extend_schema(responses=ProfileOutput)
+    def get(self, request: Request) -> Response:
+        return Response(ProfileOutput(profile_get_or_create(user=request.user)).data)
+
+    @extend_schema(request=Input, responses=ProfileOutput)
+    def patch(self, request: Request) -> Response:
+        data = self.Input(data=request.data, partial=True)
+        data.is_valid(raise_exception=True)
+        profile = profile_update(user=request.user, **data.validated_data)
+        return Response(ProfileOutput(profile).data)

@@ -1,4 +1,6 @@
 """Volunteer API: projects and today's challenge."""
+from django.urls import reverse
+from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny
@@ -6,7 +8,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from challenges.selectors import label_list_with_approved_counts, project_get, project_list_active
+from challenges.selectors import challenge_is_open, label_list_with_progress, project_get, project_list_active
 from challenges.services import challenge_get_or_generate_today
 
 
@@ -14,10 +16,23 @@ class LabelOutput(serializers.Serializer):
     name = serializers.CharField()
     description = serializers.CharField()
     target_count = serializers.IntegerField()
+    example_photo_url = serializers.SerializerMethodField()
+
+    def get_example_photo_url(self, label) -> str | None:
+        if not label.example_photo:
+            return None
+        url = reverse("label-example-photo", args=[label.pk])
+        request = self.context.get("request")
+        return request.build_absolute_uri(url) if request is not None else url
 
 
 class LabelProgressOutput(LabelOutput):
+    """Both milestones: about 30 photos make a prototype, the target (200) a production model."""
+
     approved_count = serializers.IntegerField()
+    prototype_target = serializers.IntegerField()
+    prototype_fraction = serializers.FloatField(help_text="approved_count / prototype_target, at most 1.")
+    target_fraction = serializers.FloatField(help_text="approved_count / target_count, at most 1.")
 
 
 class ProjectOutput(serializers.Serializer):
@@ -36,7 +51,13 @@ class ChallengeOutput(serializers.Serializer):
     instructions = serializers.CharField()
     points_multiplier = serializers.DecimalField(max_digits=4, decimal_places=2)
     generated_reason = serializers.CharField()
+    starts_at = serializers.TimeField(allow_null=True, help_text="Local time it opens; null: midnight.")
+    ends_at = serializers.TimeField(allow_null=True, help_text="Local time it closes; null: end of day.")
+    is_open = serializers.SerializerMethodField()
     labels = serializers.SerializerMethodField()
+
+    def get_is_open(self, challenge) -> bool:
+        return challenge_is_open(challenge=challenge, now=self.context.get("now"))
 
     def get_labels(self, challenge) -> list[str]:
         return [label.name for label in challenge.labels.all()]
@@ -47,7 +68,7 @@ class ProjectListApi(APIView):
 
     @extend_schema(responses=ProjectOutput(many=True))
     def get(self, request: Request) -> Response:
-        return Response(ProjectOutput(project_list_active(), many=True).data)
+        return Response(ProjectOutput(project_list_active(), many=True, context={"request": request}).data)
 
 
 class ChallengeTodayApi(APIView):
@@ -62,6 +83,7 @@ class ChallengeTodayApi(APIView):
     )
     def get(self, request: Request) -> Response:
         project = project_get(slug=request.query_params.get("project"))
-        challenge = challenge_get_or_generate_today(project=project)
-        challenge.progress = label_list_with_approved_counts(project=project)
-        return Response(self.Output(challenge).data)
+        now = timezone.now()
+        challenge = challenge_get_or_generate_today(project=project, now=now)
+        challenge.progress = label_list_with_progress(project=project)
+        return Response(self.Output(challenge, context={"now": now, "request": request}).data)

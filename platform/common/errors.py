@@ -19,13 +19,24 @@ class DomainError(Exception):
 
     status_code = status.HTTP_400_BAD_REQUEST
     code = "invalid"
+    # Seconds a client should wait before retrying; sent as the Retry-After header.
+    retry_after: int | None = None
 
-    def __init__(self, message: str, *, code: str | None = None, extra: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        extra: dict[str, Any] | None = None,
+        retry_after: int | None = None,
+    ):
         super().__init__(message)
         self.message = message
         if code:
             self.code = code
         self.extra = extra or {}
+        if retry_after is not None:
+            self.retry_after = retry_after
 
 
 class ValidationFailed(DomainError):
@@ -52,9 +63,25 @@ class UnsupportedMediaType(DomainError):
     code = "unsupported_media_type"
 
 
+class UnprocessableEntity(DomainError):
+    """Well-formed but contradicting an earlier request (e.g. a reused Idempotency-Key)."""
+
+    status_code = status.HTTP_422_UNPROCESSABLE_ENTITY
+    code = "unprocessable"
+
+
+class TooManyRequests(DomainError):
+    """A quota is used up; `retry_after` says when it resets."""
+
+    status_code = status.HTTP_429_TOO_MANY_REQUESTS
+    code = "too_many_requests"
+    retry_after = 60
+
+
 class ServiceUnavailable(DomainError):
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     code = "service_unavailable"
+    retry_after = 30
 
 
 def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
@@ -65,8 +92,12 @@ def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
 def api_exception_handler(exc: Exception, context: dict) -> Response | None:
     """DRF exception handler: domain errors and DRF's own errors in one JSON shape."""
     if isinstance(exc, DomainError):
-        headers = {"Retry-After": "30"} if exc.status_code == 503 else None
-        return Response(error_body(exc.code, exc.message, **exc.extra), status=exc.status_code, headers=headers)
+        extra = dict(exc.extra)
+        headers = None
+        if exc.retry_after is not None:
+            headers = {"Retry-After": str(exc.retry_after)}
+            extra.setdefault("retry_after", exc.retry_after)
+        return Response(error_body(exc.code, exc.message, **extra), status=exc.status_code, headers=headers)
 
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
@@ -80,6 +111,10 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
         first = next(iter(fields.items()))
         message = f"{first[0]}: {_first_message(first[1])}"
         response.data = error_body("invalid", message, fields=fields)
+    elif isinstance(exc, exceptions.Throttled):
+        # DRF already set the Retry-After header (from exc.wait); repeat it in the body.
+        extra = {"retry_after": int(response["Retry-After"])} if response.has_header("Retry-After") else {}
+        response.data = error_body("throttled", _first_message(exc.detail), **extra)
     elif isinstance(exc, exceptions.APIException):
         code = exc.get_codes() if isinstance(exc.get_codes(), str) else exc.default_code
         response.data = error_body(code, _first_message(exc.detail))

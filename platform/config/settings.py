@@ -40,6 +40,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "rest_framework.authtoken",
+    "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "common",
@@ -165,6 +166,38 @@ PLATFORM_UPLOAD_MAX_BYTES = env.int("PLATFORM_UPLOAD_MAX_BYTES", default=20 * 10
 PLATFORM_UPLOAD_MAX_PIXELS = env.int("PLATFORM_UPLOAD_MAX_PIXELS", default=50_000_000)
 # Uploads above this stay on disk while Django parses them instead of in memory.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
+# A new photo within this Hamming distance (of 64 phash bits) of an earlier photo of the
+# project is accepted but flagged as a near duplicate (earns no points).
+PLATFORM_NEAR_DUPLICATE_DISTANCE = env.int("PLATFORM_NEAR_DUPLICATE_DISTANCE", default=6)
+# Burst limit per volunteer on the upload API (DRF throttle syntax: N/sec|min|hour|day).
+PLATFORM_UPLOAD_RATE = env.str("PLATFORM_UPLOAD_RATE", default="30/min")
+# Photos per volunteer, project and project day (the project's time zone).
+PLATFORM_UPLOAD_DAILY_QUOTA = env.int("PLATFORM_UPLOAD_DAILY_QUOTA", default=200)
+
+# --- moderation -----------------------------------------------------------------------
+# More uploads than this from one volunteer within an hour flags the newest as suspicious.
+PLATFORM_SUSPICIOUS_UPLOADS_PER_HOUR = env.int("PLATFORM_SUSPICIOUS_UPLOADS_PER_HOUR", default=60)
+# The published model's probability for the claimed label below this flags "model disagrees".
+PLATFORM_MODEL_DISAGREEMENT_THRESHOLD = env.float("PLATFORM_MODEL_DISAGREEMENT_THRESHOLD", default=0.2)
+# A generated challenge picks a label whose holdout recall is below this target.
+PLATFORM_CHALLENGE_RECALL_TARGET = env.float("PLATFORM_CHALLENGE_RECALL_TARGET", default=0.9)
+
+# --- email (newsletter) ---------------------------------------------------------------
+# Absolute links in emails (unsubscribe, photos) start with this.
+PLATFORM_BASE_URL = env.str("PLATFORM_BASE_URL", default="http://localhost:8000")
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Volunteer vision <newsletter@localhost>")
+# EMAIL_URL (django-environ): smtp+tls://user:password@host:587, consolemail://, ...
+# Unset, the embedded default writes each email as a file under PLATFORM_VAR_DIR/mail.
+if env.str("EMAIL_URL", default=""):
+    vars().update(env.email_url("EMAIL_URL"))
+else:
+    EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
+    EMAIL_FILE_PATH = str(VAR_DIR / "mail")
+
+# --- cache ----------------------------------------------------------------------------
+# Holds the upload throttle's counters. Local memory is per process (each gunicorn worker
+# counts on its own); production sets CACHE_URL=redis://... so all workers share them.
+CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
 
 # --- REST API -------------------------------------------------------------------------
 REST_FRAMEWORK = {
@@ -175,7 +208,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "common.schema.AutoSchema",
     "EXCEPTION_HANDLER": "common.errors.api_exception_handler",
 }
 SPECTACULAR_SETTINGS = {
@@ -214,6 +247,11 @@ CELERY_BEAT_SCHEDULE = {
     "nightly-training": {
         "task": "training.tasks.nightly_training_enqueue",
         "schedule": crontab(hour=PLATFORM_NIGHTLY_HOUR, minute=0),
+    },
+    # Monday morning: the digest of the week that just ended (idempotent per issue and volunteer).
+    "newsletter-weekly": {
+        "task": "newsletter.tasks.newsletter_weekly",
+        "schedule": crontab(day_of_week="mon", hour=8, minute=0),
     },
 }
 

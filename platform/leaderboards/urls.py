@@ -1,5 +1,13 @@
 """URLs of the leaderboards app: API under /api/v1/ (api_urlpatterns) and web pages (urlpatterns)."""
-from django.urls import path  # noqa: F401
+from django.urls import path
 
-api_urlpatterns: list = []
-urlpatterns: list = []
+from leaderboards.api import LeaderboardApi, VolunteerImpactApi
+from leaderboards.views import leaderboard_page
+
+api_urlpatterns = [
+    path("projects/<slug:slug>/leaderboards/<str:period>/", LeaderboardApi.as_view(), name="api-leaderboard"),
+    path("me/impact/", VolunteerImpactApi.as_view(), name="api-me-impact"),
+]
+urlpatterns = [
+    path("leaderboards/", leaderboard_page, name="leaderboards"),
+]

@@ -1,19 +1,40 @@
 """Volunteer and staff API for photos."""
+from django.conf import settings
 from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from django.urls import reverse
+from django_filters.rest_framework import DjangoFilterBackend
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.generics import ListAPIView
 from rest_framework.parsers import MultiPartParser
 from rest_framework.permissions import IsAdminUser, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.throttling import UserRateThrottle
 from rest_framework.views import APIView
 
 from challenges.models import Challenge
+from common.errors import ValidationFailed
+from submissions.filters import ModerationPhotoFilter, PhotoFilter
 from submissions.models import Photo
-from submissions.selectors import photo_list_for_moderation, photo_list_for_volunteer
-from submissions.services import photo_create, photo_moderate
+from submissions.selectors import photo_get_for_volunteer, photo_list_for_moderation, photo_list_for_volunteer
+from submissions.services import photo_delete, photo_moderate, photo_upload
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+
+class UploadRateThrottle(UserRateThrottle):
+    """Burst limit on uploads per volunteer (scope `uploads`, PLATFORM_UPLOAD_RATE).
+
+    DRF reads THROTTLE_RATES once into a class attribute; reading the setting on every
+    request keeps it changeable (tests, settings overrides) like every other setting.
+    """
+
+    scope = "uploads"
+
+    def get_rate(self) -> str:
+        return settings.PLATFORM_UPLOAD_RATE
 
 
 class PhotoOutput(serializers.Serializer):
@@ -23,9 +44,38 @@ class PhotoOutput(serializers.Serializer):
     challenge = serializers.IntegerField(source="challenge_id", allow_null=True)
     status = serializers.CharField()
     reject_reason = serializers.CharField()
+    featured = serializers.BooleanField()
+    near_duplicate = serializers.SerializerMethodField()
     width = serializers.IntegerField()
     height = serializers.IntegerField()
+    display_url = serializers.SerializerMethodField()
+    thumbnail_url = serializers.SerializerMethodField()
     created_at = serializers.DateTimeField()
+
+    def get_near_duplicate(self, photo: Photo) -> bool:
+        return photo.near_duplicate_of_id is not None
+
+    def get_display_url(self, photo: Photo) -> str | None:
+        return self._url(photo, "photo-display", photo.display_image)
+
+    def get_thumbnail_url(self, photo: Photo) -> str | None:
+        return self._url(photo, "photo-thumbnail", photo.thumbnail)
+
+    def _url(self, photo: Photo, view_name: str, field) -> str | None:
+        if not field:
+            return None  # rows made before copies existed
+        path = reverse(view_name, kwargs={"photo_id": photo.public_id})
+        request = self.context.get("request")
+        return request.build_absolute_uri(path) if request is not None else path
+
+
+class ModerationPhotoOutput(PhotoOutput):
+    """What staff see in the queue: the flags and who sent it."""
+
+    volunteer = serializers.IntegerField(source="volunteer_id", allow_null=True)
+    model_confidence = serializers.FloatField(allow_null=True)
+    flag_model_disagreement = serializers.BooleanField()
+    flag_suspicious_volume = serializers.BooleanField()
 
 
 class PhotoListCreateApi(ListAPIView):
@@ -34,6 +84,8 @@ class PhotoListCreateApi(ListAPIView):
     permission_classes = [IsAuthenticated]
     parser_classes = [MultiPartParser]
     serializer_class = PhotoOutput
+    filter_backends = [DjangoFilterBackend]
+    filterset_class = PhotoFilter
 
     class Input(serializers.Serializer):
         challenge = serializers.IntegerField()
@@ -43,36 +95,89 @@ class PhotoListCreateApi(ListAPIView):
     def get_queryset(self) -> QuerySet[Photo]:
         return photo_list_for_volunteer(volunteer=self.request.user)
 
-    @extend_schema(request=Input, responses={201: PhotoOutput})
+    def get_throttles(self):
+        # Only sending is limited; listing one's photos is not.
+        return [UploadRateThrottle()] if self.request.method == "POST" else super().get_throttles()
+
+    @extend_schema(
+        request=Input,
+        parameters=[
+            OpenApiParameter(
+                IDEMPOTENCY_HEADER, str, OpenApiParameter.HEADER,
+                description="Optional. A retry with the same key returns the first result "
+                "(header Idempotent-Replayed: true) instead of a second photo.",
+            )
+        ],
+        responses={
+            201: PhotoOutput,
+            409: OpenApiResponse(description="duplicate_photo"),
+            413: OpenApiResponse(description="file_too_large, too_many_pixels"),
+            415: OpenApiResponse(description="not_an_image, unsupported_format, animated_image"),
+            422: OpenApiResponse(description="idempotency_key_reused"),
+            429: OpenApiResponse(description="throttled, daily_quota_exceeded (with Retry-After)"),
+        },
+    )
     def post(self, request: Request) -> Response:
+        key = _idempotency_key(request)
         data = self.Input(data=request.data)
         data.is_valid(raise_exception=True)
         challenge = get_object_or_404(Challenge.objects.select_related("project"), pk=data.validated_data["challenge"])
         image = data.validated_data["image"]
-        photo = photo_create(
+        result = photo_upload(
             project=challenge.project,
             challenge=challenge,
             label_name=data.validated_data["label"],
             upload=image,
             size=image.size,
             volunteer=request.user,
+            idempotency_key=key,
         )
-        return Response(PhotoOutput(photo).data, status=status.HTTP_201_CREATED)
+        headers = {"Idempotent-Replayed": "true"} if result.replayed else None
+        body = PhotoOutput(result.photo, context={"request": request}).data
+        return Response(body, status=status.HTTP_201_CREATED, headers=headers)
+
+
+class PhotoDetailApi(APIView):
+    """GET: one of my photos. DELETE: withdraw one of my photos while it is pending."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(responses=PhotoOutput)
+    def get(self, request: Request, photo_id) -> Response:
+        photo = photo_get_for_volunteer(volunteer=request.user, public_id=photo_id)
+        return Response(PhotoOutput(photo, context={"request": request}).data)
+
+    @extend_schema(responses={204: None, 404: OpenApiResponse(description="not_found"),
+                              409: OpenApiResponse(description="not_pending")})
+    def delete(self, request: Request, photo_id) -> Response:
+        photo = photo_get_for_volunteer(volunteer=request.user, public_id=photo_id)
+        photo_delete(photo=photo, volunteer=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+def _idempotency_key(request: Request) -> str | None:
+    """The request's Idempotency-Key header: 1-100 printable ASCII characters, or None."""
+    key = request.headers.get(IDEMPOTENCY_HEADER)
+    if key is None:
+        return None
+    key = key.strip()
+    if not (0 < len(key) <= 100) or not key.isascii() or not key.isprintable():
+        raise ValidationFailed(
+            f"{IDEMPOTENCY_HEADER} must be 1 to 100 printable ASCII characters.", code="invalid_idempotency_key"
+        )
+    return key
 
 
 class ModerationPhotoListApi(ListAPIView):
     """Staff: the moderation queue (pending photos by default)."""
 
     permission_classes = [IsAdminUser]
-    serializer_class = PhotoOutput
-
-    @extend_schema(parameters=[OpenApiParameter("status", str, enum=[*Photo.Status.values, "all"])])
-    def get(self, request, *args, **kwargs):
-        return super().get(request, *args, **kwargs)
+    serializer_class = ModerationPhotoOutput
+    filter_backends = [DjangoFilterBackend]
+    filterset_class = ModerationPhotoFilter
 
     def get_queryset(self) -> QuerySet[Photo]:
-        wanted = self.request.query_params.get("status", Photo.Status.PENDING)
-        return photo_list_for_moderation(status=None if wanted == "all" else wanted)
+        return photo_list_for_moderation(status=None)
 
 
 class PhotoModerateApi(APIView):
@@ -95,4 +200,4 @@ class PhotoModerateApi(APIView):
             approve=data.validated_data["decision"] == "approve",
             reason=data.validated_data["reason"],
         )
-        return Response(PhotoOutput(photo).data)
+        return Response(PhotoOutput(photo, context={"request": request}).data)

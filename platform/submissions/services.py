@@ -1,8 +1,12 @@
 """Writes for photos: the upload pipeline and moderation."""
 from __future__ import annotations
 
+import datetime as dt
 import logging
+import math
+import zoneinfo
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -14,12 +18,36 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from challenges.models import Challenge, Label, Project
-from common.errors import Conflict, DomainError, ServiceUnavailable, ValidationFailed
-from common.images import SanitizedImage, image_sanitize
+from challenges.selectors import project_today
+from challenges.services import challenge_assert_open
+from common.errors import (
+    Conflict,
+    DomainError,
+    NotFound,
+    ServiceUnavailable,
+    TooManyRequests,
+    UnprocessableEntity,
+    ValidationFailed,
+)
+from common.images import SanitizedImage, image_sanitize, upload_digest
 from leaderboards.services import score_photo_moderated
-from submissions.models import Photo, photo_upload_to
+from submissions.models import (
+    Photo,
+    UploadIdempotencyKey,
+    photo_display_to,
+    photo_thumbnail_to,
+    photo_upload_to,
+)
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PhotoUpload:
+    """The outcome of an upload: the photo, and whether it is an earlier result replayed."""
+
+    photo: Photo
+    replayed: bool = False
 
 
 def photo_create(
@@ -33,11 +61,49 @@ def photo_create(
     source: str = Photo.Source.VOLUNTEER,
     status: str = Photo.Status.PENDING,
 ) -> Photo:
-    """Validate, sanitize and store one photo; return its new row.
+    """Validate, sanitize and store one photo; return its new row (see photo_upload)."""
+    return photo_upload(
+        project=project, label_name=label_name, upload=upload, size=size, volunteer=volunteer,
+        challenge=challenge, source=source, status=status,
+    ).photo
 
-    Either both the object in storage and its row exist afterwards, or neither does.
+
+def photo_upload(
+    *,
+    project: Project,
+    label_name: str,
+    upload: BinaryIO,
+    size: int,
+    volunteer: AbstractBaseUser | None,
+    challenge: Challenge | None = None,
+    source: str = Photo.Source.VOLUNTEER,
+    status: str = Photo.Status.PENDING,
+    idempotency_key: str | None = None,
+) -> PhotoUpload:
+    """Validate, sanitize and store one photo with its display copy and thumbnail.
+
+    Either all three objects in storage and the row exist afterwards, or none does.
+    With an `idempotency_key` (per volunteer), a retry of the same upload returns the
+    first photo (replayed=True) instead of a second one or a duplicate error; the same key
+    with another file, challenge or label is refused (422 idempotency_key_reused).
+    An exact duplicate is refused (409); a near duplicate is accepted and flagged.
     """
+    if idempotency_key is not None:
+        if volunteer is None:
+            raise ValidationFailed("An Idempotency-Key needs a volunteer.", code="invalid_idempotency_key")
+        # Cheap path first: a retry is answered from the key without decoding anything.
+        replay = _idempotent_replay(
+            volunteer=volunteer, key=idempotency_key, upload_sha256=upload_digest(upload),
+            challenge=challenge, label_name=label_name,
+        )
+        if replay is not None:
+            return PhotoUpload(photo=replay, replayed=True)
     label = _label_for(project=project, challenge=challenge, label_name=label_name)
+    from_volunteer = volunteer is not None and source == Photo.Source.VOLUNTEER
+    if from_volunteer:
+        if challenge is not None:
+            challenge_assert_open(challenge=challenge)
+        _enforce_daily_quota(project=project, volunteer=volunteer)
     sanitized = image_sanitize(
         upload=upload,
         size=size,
@@ -59,33 +125,79 @@ def photo_create(
         upload_sha256=sanitized.upload_sha256,
         sha256=sanitized.sha256,
         phash=sanitized.phash,
+        near_duplicate_of_id=_near_duplicate_of(project=project, phash=sanitized.phash),
     )
-    name = _storage_save(photo_upload_to(photo, ""), sanitized.content)
-    photo.image.name = name
+    names = _storage_save_all(
+        [
+            (photo_upload_to(photo, ""), sanitized.content),
+            (photo_display_to(photo, ""), sanitized.display),
+            (photo_thumbnail_to(photo, ""), sanitized.thumbnail),
+        ]
+    )
+    photo.image.name, photo.display_image.name, photo.thumbnail.name = names
     try:
         with transaction.atomic():
             photo.save()
+            if idempotency_key is not None:
+                UploadIdempotencyKey.objects.create(volunteer=volunteer, key=idempotency_key, photo=photo)
     except IntegrityError:
-        default_storage.delete(name)
-        # A concurrent upload of the same bytes won the race.
+        _storage_delete(names)
+        # A concurrent request won a race: the same key (a client retrying before the
+        # first answer arrived) or the same bytes. Answer as if it had come first.
+        if idempotency_key is not None:
+            replay = _idempotent_replay(
+                volunteer=volunteer, key=idempotency_key, upload_sha256=sanitized.upload_sha256,
+                challenge=challenge, label_name=label_name,
+            )
+            if replay is not None:
+                return PhotoUpload(photo=replay, replayed=True)
         _refuse_exact_duplicate(project=project, sanitized=sanitized)
         raise
     except BaseException:
-        default_storage.delete(name)
+        _storage_delete(names)
         raise
-    return photo
+    if from_volunteer:
+        # moderation imports this module (it moderates through photo_moderate).
+        from submissions.moderation import photo_followups_enqueue
+
+        transaction.on_commit(lambda: photo_followups_enqueue(photo=photo))
+    return PhotoUpload(photo=photo)
+
+
+def photo_delete(*, photo: Photo, volunteer: AbstractBaseUser) -> None:
+    """A volunteer withdraws their own pending photo: the row and all stored copies go.
+
+    Moderated photos stay (they may already count for the leaderboard or a dataset).
+    """
+    if photo.volunteer_id != volunteer.pk:
+        raise NotFound("No such photo.", code="not_found")
+    names = [name for name in (photo.image.name, photo.display_image.name, photo.thumbnail.name) if name]
+    with transaction.atomic():
+        # Re-read under the write lock: moderation may have decided in the meantime.
+        locked = Photo.objects.select_for_update().filter(pk=photo.pk).values_list("status", flat=True).first()
+        if locked is None:
+            raise NotFound("No such photo.", code="not_found")
+        if locked != Photo.Status.PENDING:
+            raise Conflict("Only pending photos can be deleted.", code="not_pending")
+        photo.delete()
+        # Objects go only once the row is gone for good (a rollback keeps both).
+        transaction.on_commit(lambda: _storage_delete(names))
 
 
 def photo_moderate(*, photo: Photo, moderator: AbstractBaseUser, approve: bool, reason: str = "") -> Photo:
     """Approve or reject a photo; a rejection needs a reason the volunteer will see."""
     if not approve and not reason.strip():
         raise ValidationFailed("A rejection needs a reason.", code="reason_required")
-    previous_status = photo.status
-    photo.status = Photo.Status.APPROVED if approve else Photo.Status.REJECTED
-    photo.reject_reason = "" if approve else reason.strip()
-    photo.moderated_by = moderator
-    photo.moderated_at = timezone.now()
     with transaction.atomic():
+        # Two moderators deciding at once: the second waits and scores from the first's result.
+        try:
+            previous_status = Photo.objects.select_for_update().values_list("status", flat=True).get(pk=photo.pk)
+        except Photo.DoesNotExist:
+            raise NotFound("This photo no longer exists (its volunteer deleted it).", code="not_found") from None
+        photo.status = Photo.Status.APPROVED if approve else Photo.Status.REJECTED
+        photo.reject_reason = "" if approve else reason.strip()
+        photo.moderated_by = moderator
+        photo.moderated_at = timezone.now()
         photo.save(update_fields=["status", "reject_reason", "moderated_by", "moderated_at", "updated_at"])
         score_photo_moderated(photo=photo, previous_status=previous_status)
     return photo
@@ -108,6 +220,106 @@ def _refuse_exact_duplicate(*, project: Project, sanitized: SanitizedImage) -> N
             code="duplicate_photo",
             extra={"original_id": str(original.public_id)},
         )
+
+
+def _idempotent_replay(
+    *, volunteer: AbstractBaseUser, key: str, upload_sha256: str, challenge: Challenge | None, label_name: str
+) -> Photo | None:
+    """The photo an earlier request with this key created, or None for a new key."""
+    earlier = (
+        UploadIdempotencyKey.objects.filter(volunteer=volunteer, key=key)
+        .select_related("photo__label", "photo__project", "photo__challenge")
+        .first()
+    )
+    if earlier is None:
+        return None
+    photo = earlier.photo
+    if (photo.upload_sha256, photo.challenge_id, photo.label.name) != (
+        upload_sha256, challenge.pk if challenge else None, label_name
+    ):
+        raise UnprocessableEntity(
+            "This Idempotency-Key was already used for a different upload; use a new key.",
+            code="idempotency_key_reused",
+            extra={"original_id": str(photo.public_id)},
+        )
+    return photo
+
+
+def _enforce_daily_quota(*, project: Project, volunteer: AbstractBaseUser) -> None:
+    """At most PLATFORM_UPLOAD_DAILY_QUOTA photos per volunteer, project and project day.
+
+    Counted in the database, so it holds across processes and restarts. Two requests racing
+    at the limit may both pass (one photo over): acceptable for a fairness quota, and the
+    burst throttle bounds it. Photos a volunteer deleted no longer count.
+    """
+    quota = settings.PLATFORM_UPLOAD_DAILY_QUOTA
+    zone = zoneinfo.ZoneInfo(project.time_zone)
+    now = timezone.now()
+    today = project_today(project=project, now=now)
+    day_start = dt.datetime.combine(today, dt.time.min, tzinfo=zone)
+    day_end = dt.datetime.combine(today + dt.timedelta(days=1), dt.time.min, tzinfo=zone)
+    sent = Photo.objects.filter(
+        project=project, volunteer=volunteer, created_at__gte=day_start, created_at__lt=day_end
+    ).count()
+    if sent >= quota:
+        retry_after = max(1, math.ceil((day_end - now).total_seconds()))
+        raise TooManyRequests(
+            f"You have sent {sent} photos to this project today; the daily limit is {quota}. "
+            "Thank you! Come back tomorrow.",
+            code="daily_quota_exceeded",
+            retry_after=retry_after,
+        )
+
+
+def _near_duplicate_of(*, project: Project, phash: str) -> int | None:
+    """The id of the project's earlier photo closest to `phash`, if within the threshold.
+
+    One query over every (id, phash) of the project, compared in Python: about a
+    microsecond per photo, fine for tens of thousands. Beyond that, index bands of the
+    hash (split the 64 bits into threshold+1 bands: two hashes within the threshold share
+    at least one band exactly) and compare only candidates sharing a band.
+    Rejected photos do not count: a better retake of a refused photo is welcome.
+    """
+    threshold = settings.PLATFORM_NEAR_DUPLICATE_DISTANCE
+    if threshold < 0 or not phash:
+        return None
+    wanted = int(phash, 16)
+    best: tuple[int, int] | None = None
+    candidates = (
+        Photo.objects.filter(project=project)
+        .exclude(status=Photo.Status.REJECTED)
+        .exclude(phash="")
+        .order_by("id")
+        .values_list("id", "phash")
+    )
+    for photo_id, other in candidates.iterator(chunk_size=5000):
+        distance = (wanted ^ int(other, 16)).bit_count()
+        if distance <= threshold and (best is None or distance < best[0]):
+            best = (distance, photo_id)
+            if distance == 0:
+                break
+    return best[1] if best else None
+
+
+def _storage_save_all(items: list[tuple[str, bytes]]) -> list[str]:
+    """Save every (name, content); if one fails, delete the ones already saved."""
+    names: list[str] = []
+    try:
+        for name, content in items:
+            names.append(_storage_save(name, content))
+    except BaseException:
+        _storage_delete(names)
+        raise
+    return names
+
+
+def _storage_delete(names: Iterable[str]) -> None:
+    """Delete stored objects, best effort: a leftover object is logged, not raised."""
+    for name in names:
+        try:
+            default_storage.delete(name)
+        except Exception as exc:  # an orphan object is harmless; hiding the real error is not
+            logger.warning("storage delete failed for %s: %s", name, exc)
 
 
 def _storage_save(name: str, content: bytes) -> str:

@@ -4,18 +4,17 @@ from __future__ import annotations
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from challenges.models import Challenge
-from challenges.selectors import label_list_with_approved_counts, project_list_active
+from challenges.selectors import challenge_is_open, challenge_window, label_list_with_progress, project_list_active
 from challenges.services import challenge_get_or_generate_today
-from common.errors import DomainError
+from common.errors import DomainError, NotFound
 from common.files import stored_file_response
 from submissions.models import Photo
-from submissions.selectors import photo_list_for_volunteer
+from submissions.selectors import photo_get_viewable, photo_list_for_volunteer
 from submissions.services import photo_create
 
 
@@ -30,11 +29,14 @@ def home_page(request: HttpRequest) -> HttpResponse:
     """Today's challenge of every active project, and the volunteer's latest photos."""
     boards = []
     for project in project_list_active():
+        challenge = challenge_get_or_generate_today(project=project)
         boards.append(
             {
                 "project": project,
-                "challenge": challenge_get_or_generate_today(project=project),
-                "labels": label_list_with_approved_counts(project=project),
+                "challenge": challenge,
+                "is_open": challenge_is_open(challenge=challenge),
+                "window": challenge_window(challenge=challenge),
+                "labels": label_list_with_progress(project=project),
             }
         )
     photos = photo_list_for_volunteer(volunteer=request.user)[:24] if request.user.is_authenticated else []
@@ -69,8 +71,36 @@ def photo_upload_page(request: HttpRequest, challenge_id: int) -> HttpResponse:
 
 @login_required
 def photo_image(request: HttpRequest, photo_id) -> HttpResponse:
-    """A photo's stored (metadata-free) image: for its volunteer and for staff only."""
+    """A photo's stored (metadata-free) image: for its volunteer and for staff only.
+
+    Anyone else gets the same 404 as for a missing photo, so its existence does not leak.
+    """
     photo = get_object_or_404(Photo, public_id=photo_id)
     if not (request.user.is_staff or photo.volunteer_id == request.user.pk):
-        raise PermissionDenied
+        raise Http404("No such photo.")
     return stored_file_response(request, name=photo.image.name, etag=photo.sha256, content_type="image/jpeg")
+
+
+def photo_display(request: HttpRequest, photo_id) -> HttpResponse:
+    """A photo's display copy (long side 1280): its volunteer, staff, or anyone if featured."""
+    return _photo_copy_response(request, photo_id, field="display_image", etag_suffix="display")
+
+
+def photo_thumbnail(request: HttpRequest, photo_id) -> HttpResponse:
+    """A photo's thumbnail (long side 320): its volunteer, staff, or anyone if featured."""
+    return _photo_copy_response(request, photo_id, field="thumbnail", etag_suffix="thumb")
+
+
+def _photo_copy_response(request: HttpRequest, photo_id, *, field: str, etag_suffix: str) -> HttpResponse:
+    try:
+        photo = photo_get_viewable(user=request.user, public_id=photo_id)
+    except NotFound:
+        # Not login_required: the public gallery is open, and a 404 (not a login
+        # redirect) keeps other photos' existence private.
+        raise Http404("No such photo.") from None
+    name = getattr(photo, field).name
+    if not name:
+        raise Http404("This photo has no such copy.")
+    return stored_file_response(
+        request, name=name, etag=f"{photo.sha256}-{etag_suffix}", content_type="image/jpeg"
+    )

@@ -71,9 +71,52 @@ def test_photo_image_is_visible_to_its_volunteer_and_staff_only(client, voluntee
 
     url = reverse("photo-image", args=[pending.public_id])
     client.force_login(UserFactory())
-    assert client.get(url).status_code == 403
+    assert client.get(url).status_code == 404  # as if it did not exist
     for user in (volunteer, staff):
         client.force_login(user)
         response = client.get(url)
         assert response.status_code == 200 and response["Content-Type"] == "image/jpeg"
         assert b"".join(response.streaming_content)[:2] == b"\xff\xd8"
+
+
+def test_moderation_queue_filters_by_status_label_challenge_and_flags(staff_api, project, challenge, volunteer):
+    from tests.moderation.conftest import make_photo
+
+    pending_ant = make_photo(project=project, label="ants", volunteer=volunteer, challenge=challenge)
+    flagged_bee = make_photo(project=project, label="bees", volunteer=volunteer, flag_suspicious_volume=True)
+    approved_bee = make_photo(project=project, label="bees", volunteer=volunteer, status=Photo.Status.APPROVED)
+
+    def ids(query=""):
+        response = staff_api.get(f"/api/v1/moderation/photos/{query}")
+        assert response.status_code == 200, response.json()
+        return {row["id"] for row in response.json()["results"]}
+
+    assert ids() == {str(pending_ant.public_id), str(flagged_bee.public_id)}  # pending by default
+    assert ids("?status=all&label=bees") == {str(flagged_bee.public_id), str(approved_bee.public_id)}
+    assert ids(f"?challenge={challenge.pk}") == {str(pending_ant.public_id)}
+    assert ids("?flag=suspicious_volume") == {str(flagged_bee.public_id)}
+    row = staff_api.get("/api/v1/moderation/photos/?flag=suspicious_volume").json()["results"][0]
+    assert row["flag_suspicious_volume"] is True and row["volunteer"] == volunteer.pk
+
+    bad = staff_api.get("/api/v1/moderation/photos/?flag=blurry")
+    assert bad.status_code == 400
+    assert bad.json()["error"]["code"] == "invalid" and "flag" in bad.json()["error"]["message"]
+
+
+def test_volunteers_filter_their_own_photos_by_status(volunteer_api, project, volunteer):
+    from tests.factories import UserFactory
+    from tests.moderation.conftest import make_photo
+
+    mine = make_photo(project=project, volunteer=volunteer, status=Photo.Status.REJECTED, reject_reason="Blurry")
+    make_photo(project=project, volunteer=volunteer)
+    make_photo(project=project, volunteer=UserFactory(), status=Photo.Status.REJECTED)
+    rows = volunteer_api.get("/api/v1/photos/?status=rejected").json()["results"]
+    assert [row["id"] for row in rows] == [str(mine.public_id)]
+    assert rows[0]["reject_reason"] == "Blurry"
+
+
+@pytest.mark.parametrize("value", ["99999999999999999999999", "1.5", "-3", "ants"])
+def test_a_challenge_filter_that_is_not_an_id_is_a_400(staff_api, value):
+    response = staff_api.get(f"/api/v1/moderation/photos/?challenge={value}")
+    assert response.status_code == 400
+    assert "challenge" in response.json()["error"]["message"]

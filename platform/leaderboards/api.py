@@ -1,0 +1,75 @@
+"""Leaderboards (public) and the volunteer's impact on published models."""
+from __future__ import annotations
+
+import datetime as dt
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers
+from rest_framework.permissions import AllowAny, IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from challenges.selectors import project_get
+from leaderboards.selectors import leaderboard_get, volunteer_impact
+
+
+class BoardEntryOutput(serializers.Serializer):
+    rank = serializers.IntegerField()
+    display_name = serializers.CharField()
+    points = serializers.DecimalField(max_digits=12, decimal_places=2)
+    photos = serializers.IntegerField()
+    streak = serializers.IntegerField()
+    pinned = serializers.BooleanField()
+
+
+class BoardOutput(serializers.Serializer):
+    project = serializers.CharField(source="project.slug")
+    period = serializers.CharField()
+    period_start = serializers.DateField()
+    entries = BoardEntryOutput(many=True)
+
+
+class LeaderboardApi(APIView):
+    """GET /api/v1/projects/<slug>/leaderboards/<day|week|all>/?date=YYYY-MM-DD"""
+
+    permission_classes = [AllowAny]
+
+    class Query(serializers.Serializer):
+        date = serializers.DateField(required=False)
+        limit = serializers.IntegerField(required=False, min_value=1, max_value=500, default=100)
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("period", str, OpenApiParameter.PATH, enum=["day", "week", "all"]),
+            OpenApiParameter("date", dt.date, description="A day in the period (project time zone); default today."),
+            OpenApiParameter("limit", int, description="At most this many entries (1-500, default 100)."),
+        ],
+        responses=BoardOutput,
+    )
+    def get(self, request: Request, slug: str, period: str) -> Response:
+        query = self.Query(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        project = project_get(slug=slug)
+        board = leaderboard_get(
+            project=project, period=period, day=query.validated_data.get("date"), limit=query.validated_data["limit"]
+        )
+        return Response(BoardOutput(board).data)
+
+
+class ImpactOutput(serializers.Serializer):
+    model = serializers.CharField()
+    version = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+    photos_in_training = serializers.IntegerField()
+    photos_in_holdout = serializers.IntegerField()
+
+
+class VolunteerImpactApi(APIView):
+    """GET /api/v1/me/impact/: my photos in each published model version."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(responses=ImpactOutput(many=True))
+    def get(self, request: Request) -> Response:
+        return Response(ImpactOutput(volunteer_impact(volunteer=request.user), many=True).data)

@@ -1,0 +1,134 @@
+"""Reads for leaderboards and volunteer impact.
+
+Boards read only ScoreTotal rows (with the profile and curation flags joined in the
+same query): their cost does not grow with the number of photos.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from decimal import Decimal
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import Exists, IntegerField, OuterRef, Q, Subquery, Value
+from django.db.models.functions import Coalesce
+
+from challenges.models import Project
+from challenges.selectors import project_today
+from common.errors import ValidationFailed
+from leaderboards.models import ALL_TIME_START, LeaderboardFlag, ScoreTotal
+
+PERIODS = tuple(ScoreTotal.Period.values)
+
+
+@dataclass(frozen=True)
+class BoardEntry:
+    rank: int
+    display_name: str
+    points: Decimal
+    photos: int
+    streak: int
+    pinned: bool
+
+
+@dataclass(frozen=True)
+class Board:
+    project: Project
+    period: str
+    period_start: dt.date
+    entries: list[BoardEntry]
+
+
+def period_start_for(*, period: str, day: dt.date) -> dt.date:
+    """The first day of the `period` containing `day` (weeks start on Monday)."""
+    if period == ScoreTotal.Period.DAY:
+        return day
+    if period == ScoreTotal.Period.WEEK:
+        return day - dt.timedelta(days=day.weekday())
+    if period == ScoreTotal.Period.ALL:
+        return ALL_TIME_START
+    raise ValidationFailed(f"Unknown period {period!r}; choose day, week or all.", code="invalid_period")
+
+
+def leaderboard_get(*, project: Project, period: str, day: dt.date | None = None, limit: int = 100) -> Board:
+    """The ranked board of one project and period: one query whatever the number of photos.
+
+    Left out: volunteers who opted out, hidden or disqualified ones, and rows without
+    points. Pinned entries come first; `rank` is by points (ties share a rank, "1224").
+    The streak shown is the current one: 0 once a day was missed since the last photo.
+    """
+    today = project_today(project=project)
+    start = period_start_for(period=period, day=day or today)
+    flags = LeaderboardFlag.objects.filter(project=project, volunteer=OuterRef("volunteer"))
+    all_time = ScoreTotal.objects.filter(
+        project=project, volunteer=OuterRef("volunteer"), period=ScoreTotal.Period.ALL, period_start=ALL_TIME_START
+    )
+    rows = (
+        ScoreTotal.objects.filter(project=project, period=period, period_start=start, points__gt=0)
+        .filter(volunteer__profile__public_on_leaderboards=True)
+        .exclude(Exists(flags.filter(Q(hidden=True) | Q(disqualified=True))))
+        .annotate(
+            is_pinned=Exists(flags.filter(pinned=True)),
+            streak_now=Coalesce(Subquery(all_time.values("streak_current")[:1]), Value(0), output_field=IntegerField()),
+            streak_day=Subquery(all_time.values("streak_last_day")[:1]),
+        )
+        .select_related("volunteer__profile")
+        .order_by("-points", "-photos", "volunteer_id")[:limit]
+    )
+    ranked: list[BoardEntry] = []
+    previous_points, rank = None, 0
+    for position, row in enumerate(rows, start=1):
+        if row.points != previous_points:
+            rank, previous_points = position, row.points
+        alive = row.streak_day is not None and row.streak_day >= today - dt.timedelta(days=1)
+        ranked.append(
+            BoardEntry(
+                rank=rank, display_name=row.volunteer.profile.display_name, points=row.points, photos=row.photos,
+                streak=row.streak_now if alive else 0, pinned=row.is_pinned,
+            )
+        )
+    # Pinned first, each group in rank order (sorted() is stable).
+    entries = sorted(ranked, key=lambda entry: not entry.pinned)
+    return Board(project=project, period=period, period_start=start, entries=entries)
+
+
+@dataclass(frozen=True)
+class ImpactRow:
+    model: str
+    version: int
+    created_at: dt.datetime
+    photos_in_training: int
+    photos_in_holdout: int
+
+
+def volunteer_impact(*, volunteer: AbstractBaseUser) -> list[ImpactRow]:
+    """How many of the volunteer's photos each published model version learned from or was tested on.
+
+    Two queries: the volunteer's photo ids, and the versions (with their snapshot
+    manifests) of the projects the volunteer contributed to.
+    """
+    from submissions.models import Photo
+    from training.models import ModelVersion
+
+    mine = {str(public_id) for public_id in Photo.objects.filter(volunteer=volunteer).values_list("public_id", flat=True)}
+    if not mine:
+        return []
+    versions = (
+        ModelVersion.objects.filter(project__in=Photo.objects.filter(volunteer=volunteer).values("project_id"))
+        .select_related("project", "snapshot")
+        .only("version", "created_at", "project__slug", "snapshot__manifest")
+        .order_by("project__slug", "-version")
+    )
+    rows = []
+    for version in versions:
+        counts = {"train": 0, "holdout": 0}
+        for entry in version.snapshot.manifest.get("photos", []):
+            if entry.get("photo") in mine and entry.get("split") in counts:
+                counts[entry["split"]] += 1
+        rows.append(
+            ImpactRow(
+                model=version.project.slug, version=version.version, created_at=version.created_at,
+                photos_in_training=counts["train"], photos_in_holdout=counts["holdout"],
+            )
+        )
+    return rows

@@ -1,0 +1,71 @@
+"""Query filters of the photo lists (django-filter): ?status=&challenge=&label=&project=&flag=."""
+from __future__ import annotations
+
+import django_filters
+from django import forms
+from django.db.models import Q, QuerySet
+
+from submissions.models import Photo
+
+FLAGS = {
+    "near_duplicate": Q(near_duplicate_of__isnull=False),
+    "model_disagreement": Q(flag_model_disagreement=True),
+    "suspicious_volume": Q(flag_suspicious_volume=True),
+}
+
+
+class IdFilter(django_filters.NumberFilter):
+    """A row id: a whole number in the database's integer range (else a 400, not a 500)."""
+
+    field_class = forms.IntegerField
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("min_value", 1)
+        kwargs.setdefault("max_value", 2**31 - 1)
+        super().__init__(*args, **kwargs)
+
+
+class PhotoFilter(django_filters.FilterSet):
+    """A volunteer's own photos."""
+
+    status = django_filters.ChoiceFilter(choices=Photo.Status.choices)
+    challenge = IdFilter(field_name="challenge_id", help_text="Challenge id.")
+    label = django_filters.CharFilter(field_name="label__name", help_text="Label name.")
+    project = django_filters.CharFilter(field_name="project__slug", help_text="Project slug.")
+    featured = django_filters.BooleanFilter()
+
+    class Meta:
+        model = Photo
+        fields = ["status", "challenge", "label", "project", "featured"]
+
+
+class ModerationPhotoFilter(PhotoFilter):
+    """The moderation queue: pending photos unless ?status= says otherwise (all: every status)."""
+
+    status = django_filters.ChoiceFilter(
+        choices=[*Photo.Status.choices, ("all", "All")], method="filter_status", empty_label=None,
+        help_text="Default: pending.",
+    )
+    flag = django_filters.MultipleChoiceFilter(
+        choices=[(name, name.replace("_", " ")) for name in FLAGS], method="filter_flag",
+        help_text="Photos raising any of these flags (repeat the parameter for several).",
+    )
+
+    class Meta(PhotoFilter.Meta):
+        fields = [*PhotoFilter.Meta.fields, "flag"]
+
+    def __init__(self, data=None, *args, **kwargs):
+        data = data.copy() if data is not None else {}
+        data.setdefault("status", Photo.Status.PENDING)
+        super().__init__(data, *args, **kwargs)
+
+    def filter_status(self, queryset: QuerySet[Photo], name: str, value: str) -> QuerySet[Photo]:
+        return queryset if value == "all" else queryset.filter(status=value)
+
+    def filter_flag(self, queryset: QuerySet[Photo], name: str, value: list[str]) -> QuerySet[Photo]:
+        if not value:
+            return queryset
+        wanted = Q()
+        for flag in value:
+            wanted |= FLAGS[flag]
+        return queryset.filter(wanted)

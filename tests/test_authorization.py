@@ -1,0 +1,224 @@
+"""Who may do what: every route of the platform, for each kind of caller.
+
+The callers are an anonymous visitor, the volunteer who owns the photos in play, another
+volunteer, and a staff member (is_staff, no superuser powers). API calls authenticate as
+apps do (a token); pages with a browser session. A new route fails
+`test_every_route_is_in_the_matrix` until its row is added here.
+"""
+from __future__ import annotations
+
+import io
+import itertools
+from dataclasses import dataclass
+
+import pytest
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.test import Client
+from django.urls import URLPattern, URLResolver, get_resolver
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from newsletter.services import unsubscribe_token_make
+from submissions.models import Photo
+from tests.conftest import jpeg_bytes
+from tests.factories import UserFactory
+from tests.mobile_api.test_manifest import publish
+from tests.moderation.conftest import make_photo
+
+pytestmark = pytest.mark.django_db
+
+ROLES = ("anonymous", "owner", "other", "staff")
+LOGIN = "login"  # a redirect to the login page
+_unique = itertools.count()
+
+
+def everyone(status):
+    return dict.fromkeys(ROLES, status)
+
+
+def signed_in(status, *, anonymous=401):
+    return {"anonymous": anonymous, "owner": status, "other": status, "staff": status}
+
+
+def staff_only(status):
+    return {"anonymous": 401, "owner": 403, "other": 403, "staff": status}
+
+
+def owner_and_staff(status, *, anonymous, other=404):
+    return {"anonymous": anonymous, "owner": status, "other": other, "staff": status}
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    url: str  # formatted with the world's ids
+    expected: dict[str, int | str]
+    data: object = None  # a dict, or a callable(world, role) giving one
+    multipart: bool = False
+    # For lists: the roles that see the owner's pending photo in the body (no one else may).
+    pending_visible_to: frozenset[str] | None = None
+
+
+def _upload(world, role):
+    image = io.BytesIO(jpeg_bytes(comment=f"{role}-{next(_unique)}".encode()))
+    image.name = "photo.jpg"
+    return {"challenge": world["challenge"], "label": "ants", "image": image}
+
+
+ROUTES = [
+    # --- accounts ---
+    Route("post", "/api/v1/auth/signup/", everyone(201),
+          data=lambda w, role: {"username": f"new-{role}-{next(_unique)}", "password": "a long enough passphrase 7"}),
+    Route("post", "/api/v1/auth/token/", everyone(200),
+          data={"username": "owner", "password": "correct horse battery staple"}),
+    Route("get", "/api/v1/me/", signed_in(200)),
+    Route("patch", "/api/v1/me/", signed_in(200), data=lambda w, role: {"display_name": f"Ant fan {next(_unique)}"}),
+    Route("get", "/api/v1/me/impact/", signed_in(200)),
+    # --- challenges ---
+    Route("get", "/api/v1/projects/", everyone(200)),
+    Route("get", "/api/v1/challenges/today/?project={project}", everyone(200)),
+    # --- photos (volunteer) ---
+    Route("get", "/api/v1/photos/", signed_in(200), pending_visible_to=frozenset({"owner"})),
+    Route("post", "/api/v1/photos/", signed_in(201), data=_upload, multipart=True),
+    Route("get", "/api/v1/photos/{pending}/", owner_and_staff(200, anonymous=401) | {"staff": 404}),
+    Route("delete", "/api/v1/photos/{pending}/", owner_and_staff(204, anonymous=401) | {"staff": 404}),
+    # --- moderation (staff) ---
+    Route("get", "/api/v1/moderation/photos/", staff_only(200), pending_visible_to=frozenset({"staff"})),
+    Route("post", "/api/v1/moderation/photos/{pending}/decision/", staff_only(200), data={"decision": "approve"}),
+    Route("post", "/api/v1/moderation/photos/{pending}/relabel/", staff_only(200), data={"label": "bees"}),
+    Route("post", "/api/v1/moderation/photos/{approved}/feature/", staff_only(200), data={"featured": True}),
+    # --- leaderboards ---
+    Route("get", "/api/v1/projects/{project}/leaderboards/all/", everyone(200)),
+    # --- apps ---
+    Route("get", "/api/mobile/v1/models/{project}/latest", everyone(200)),
+    Route("get", "/api/mobile/v1/models/{project}/versions/1/onnx-fp32", everyone(200)),
+    Route("get", "/api/schema/", everyone(200)),
+    Route("get", "/api/docs/", everyone(200)),
+    # --- web pages ---
+    Route("get", "/", everyone(200), pending_visible_to=frozenset({"owner"})),
+    Route("get", "/accounts/login/", everyone(200)),
+    Route("get", "/accounts/signup/", everyone(200)),
+    Route("post", "/accounts/logout/", everyone(302)),
+    Route("get", "/me/", signed_in(200, anonymous=LOGIN)),
+    Route("get", "/me/photos/", signed_in(200, anonymous=LOGIN), pending_visible_to=frozenset({"owner"})),
+    Route("post", "/challenges/{challenge}/photos/", signed_in(302, anonymous=LOGIN), data=_upload, multipart=True),
+    Route("get", "/photos/{pending}/image", owner_and_staff(200, anonymous=LOGIN)),
+    Route("get", "/photos/{pending}/display", owner_and_staff(200, anonymous=404)),
+    Route("get", "/photos/{pending}/thumbnail", owner_and_staff(200, anonymous=404)),
+    Route("get", "/photos/{featured}/display", everyone(200)),
+    Route("get", "/photos/{featured}/thumbnail", everyone(200)),
+    Route("get", "/labels/{label}/example", everyone(200)),
+    Route("get", "/gallery/", everyone(200)),
+    Route("get", "/leaderboards/", everyone(200)),
+    Route("get", "/releases/", everyone(200)),
+    Route("get", "/newsletter/unsubscribe/{unsubscribe}/", everyone(200)),
+    Route("post", "/newsletter/unsubscribe/{unsubscribe}/", everyone(200)),
+    Route("get", "/admin/", {"anonymous": LOGIN, "owner": LOGIN, "other": LOGIN, "staff": 200}),
+]
+
+
+@pytest.fixture
+def world(project, challenge):
+    owner = UserFactory(username="owner")
+    pending = make_photo(project=project, volunteer=owner, challenge=challenge)
+    approved = make_photo(project=project, volunteer=owner, status=Photo.Status.APPROVED, color=(20, 200, 20))
+    featured = make_photo(
+        project=project, volunteer=owner, status=Photo.Status.APPROVED, featured=True, color=(20, 20, 200)
+    )
+    for photo in (pending, featured):  # copies as the upload pipeline makes them
+        photo.display_image.name = default_storage.save(f"display/{photo.public_id}.jpg", ContentFile(jpeg_bytes()))
+        photo.thumbnail.name = default_storage.save(f"thumbs/{photo.public_id}.jpg", ContentFile(jpeg_bytes()))
+        photo.save()
+    label = project.labels.get(name="ants")
+    label.example_photo.name = default_storage.save("labels/examples/ant.jpg", ContentFile(jpeg_bytes()))
+    label.save()
+    publish(project, 1, b"model bytes")
+    return {
+        "users": {"owner": owner, "other": UserFactory(), "staff": UserFactory(is_staff=True)},
+        "project": project.slug, "challenge": challenge.pk, "label": label.pk,
+        "pending": pending.public_id, "approved": approved.public_id, "featured": featured.public_id,
+        "unsubscribe": unsubscribe_token_make(user=owner),
+    }
+
+
+def _client(world, route: Route, role: str):
+    user = world["users"].get(role)
+    if route.url.startswith("/api/"):
+        client = APIClient()
+        if user is not None:
+            client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+        return client
+    client = Client()
+    if user is not None:
+        client.force_login(user)
+    return client
+
+
+def _call(world, route: Route, role: str):
+    client = _client(world, route, role)
+    url = route.url.format(**world)
+    data = route.data(world, role) if callable(route.data) else route.data
+    if route.multipart:
+        return client.post(url, data)  # Django encodes a dict with a file as multipart
+    if route.method == "get":
+        return client.get(url)
+    return getattr(client, route.method)(url, data, content_type="application/json")
+
+
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("route", ROUTES, ids=lambda r: f"{r.method.upper()} {r.url}")
+def test_access(world, route: Route, role: str):
+    response = _call(world, route, role)
+    expected = route.expected[role]
+    if expected == LOGIN:
+        assert response.status_code == 302, response.content[:300]
+        assert "login" in response["Location"]
+    else:
+        assert response.status_code == expected, getattr(response, "content", b"")[:300]
+    if response.status_code >= 400 and response.get("Content-Type", "").startswith("application/json"):
+        assert set(response.json()["error"]) >= {"code", "message"}
+    if route.pending_visible_to is not None:
+        shown = str(world["pending"]) in response.content.decode()
+        assert shown == (role in route.pending_visible_to)
+
+
+def test_every_route_is_in_the_matrix():
+    """Each URL pattern (admin aside) appears in ROUTES, so new endpoints get a row."""
+    covered = {_pattern_of(route.url) for route in ROUTES}
+    missing = sorted(set(_patterns(get_resolver().url_patterns)) - covered)
+    assert not missing, f"add these routes to the authorization matrix: {missing}"
+
+
+def _patterns(patterns, prefix=""):
+    for pattern in patterns:
+        if isinstance(pattern, URLResolver):
+            if str(pattern.pattern) == "admin/":
+                yield "/admin/"
+                continue
+            yield from _patterns(pattern.url_patterns, prefix + str(pattern.pattern))
+        elif isinstance(pattern, URLPattern):
+            yield "/" + prefix + str(pattern.pattern)
+
+
+def _pattern_of(url: str) -> str:
+    """The route pattern a matrix URL exercises: its path with the {placeholders} as converters."""
+    path = url.split("?")[0]
+    replacements = {
+        "{pending}": "<uuid:photo_id>", "{approved}": "<uuid:photo_id>", "{featured}": "<uuid:photo_id>",
+        "{challenge}": "<int:challenge_id>", "{label}": "<int:label_id>", "{unsubscribe}": "<str:token>",
+        "/1/onnx-fp32": "/<int:version>/<slug:variant>",
+    }
+    for placeholder, converter in replacements.items():
+        path = path.replace(placeholder, converter)
+    if "leaderboards/all/" in path:
+        return path.replace("{project}", "<slug:slug>").replace("/all/", "/<str:period>/")
+    return path.replace("{project}", "<slug:name>")
+
+
+def test_the_upload_in_the_matrix_really_stores_a_photo(world):
+    """Guards the matrix itself: the upload row sends an image the pipeline accepts."""
+    route = next(r for r in ROUTES if r.url == "/api/v1/photos/" and r.method == "post")
+    before = Photo.objects.count()
+    assert _call(world, route, "other").status_code == 201
+    assert Photo.objects.count() == before + 1

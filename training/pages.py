@@ -1,0 +1,31 @@
+"""Web page of the model registry: every published version with its release notes."""
+from __future__ import annotations
+
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+
+from challenges.selectors import project_list_active
+from training.release_notes import release_notes_build
+from training.selectors import model_version_list
+
+
+def releases_page(request: HttpRequest) -> HttpResponse:
+    """Published model versions per active project, newest first, each compared with the one before."""
+    projects = []
+    for project in project_list_active():
+        versions = list(model_version_list(project_slug=project.slug))
+        releases = []
+        for index, version in enumerate(versions):
+            previous = versions[index + 1] if index + 1 < len(versions) else None
+            releases.append(
+                {
+                    "version": version,
+                    "previous": previous,
+                    "notes": release_notes_build(
+                        metrics=version.metrics, previous_metrics=previous.metrics if previous else None
+                    ),
+                    "artifacts": list(version.artifacts.all()),
+                }
+            )
+        projects.append({"project": project, "releases": releases})
+    return render(request, "pages/releases.html", {"projects": projects})
