@@ -16,6 +16,10 @@ class DatasetSnapshot(TimeStampedModel):
     manifest_sha256 = models.CharField(max_length=64, db_index=True)
     manifest = models.JSONField(help_text="Canonical JSON; its sha256 is manifest_sha256.")
     label_counts = models.JSONField(help_text="{label: {train: n, holdout: n}}")
+    balance = models.JSONField(
+        default=dict, blank=True,
+        help_text="Class balance per split: {split: {min, max, ratio}}; ratio = smallest / largest label.",
+    )
     photo_count = models.PositiveIntegerField()
 
     class Meta:
@@ -35,6 +39,8 @@ class TrainingRun(TimeStampedModel):
         RUNNING = "running", "Running"
         SUCCEEDED = "succeeded", "Succeeded (published)"
         SKIPPED = "skipped", "Skipped (nothing to do)"
+        REFUSED = "refused", "Refused by the gate (worse than the current release)"
+        CANCELLED = "cancelled", "Cancelled by an admin"
         FAILED = "failed", "Failed"
 
     class Trigger(models.TextChoices):
@@ -61,7 +67,13 @@ class TrainingRun(TimeStampedModel):
     config = models.JSONField(default=dict, blank=True, help_text="Seeds and configs: enough to reproduce.")
     metrics = models.JSONField(default=dict, blank=True)
     history = models.JSONField(default=list, blank=True)
-    message = models.TextField(blank=True, help_text="Why it was skipped or failed.")
+    gate = models.JSONField(
+        default=dict, blank=True, help_text="Champion/challenger comparison: outcome, reason, both scores."
+    )
+    cancel_requested = models.BooleanField(
+        default=False, help_text="Set by an admin; the worker stops at its next progress report."
+    )
+    message = models.TextField(blank=True, help_text="Why it was skipped, refused, cancelled or failed.")
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -81,6 +93,27 @@ class TrainingRun(TimeStampedModel):
 
     def __str__(self) -> str:
         return f"{self.project.slug} run {self.pk} ({self.trigger} {self.night}, {self.status})"
+
+
+class TrainingPolicy(TimeStampedModel):
+    """Per-project training settings an admin may override (the nightly job reads them)."""
+
+    class Strategy(models.TextChoices):
+        AUTO = "", "Automatic (size x similarity rule)"
+        LINEAR_PROBE = "linear_probe", "Linear probe on frozen features"
+        LOWER_LAYER_PROBE = "lower_layer_probe", "Probe on lower layers"
+        FINE_TUNE = "fine_tune", "Fine-tune the backbone"
+        FROM_SCRATCH = "from_scratch", "Train from scratch"
+
+    project = models.OneToOneField(Project, on_delete=models.CASCADE, related_name="training_policy")
+    strategy_override = models.CharField(max_length=32, choices=Strategy.choices, default="", blank=True)
+    note = models.TextField(blank=True, help_text="Why the override (shown in each run's decision record).")
+
+    class Meta:
+        verbose_name_plural = "training policies"
+
+    def __str__(self) -> str:
+        return f"{self.project.slug} policy ({self.strategy_override or 'auto'})"
 
 
 class ModelVersion(models.Model):

@@ -28,7 +28,7 @@ from challenges.models import Project
 from challenges.selectors import project_today
 from submissions.models import Photo
 from submissions.selectors import photo_list_approved
-from training.models import DatasetSnapshot, ModelArtifact, ModelVersion, TrainingRun
+from training.models import DatasetSnapshot, ModelArtifact, ModelVersion, TrainingPolicy, TrainingRun
 
 logger = logging.getLogger(__name__)
 
@@ -82,28 +82,97 @@ def training_run_fail_stale(*, project: Project) -> int:
     )
 
 
+def dataset_manifest_bytes(manifest: dict) -> bytes:
+    """The canonical JSON of a manifest: the bytes its sha256 is taken over."""
+    return json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
+
+
 def dataset_snapshot_create(*, project: Project) -> DatasetSnapshot:
-    """Freeze the approved photos into an immutable manifest; reuse an identical one."""
+    """Freeze the approved photos into an immutable manifest; reuse an identical one.
+
+    Each photo's split comes from a content hash, so it never changes as photos are added;
+    a near duplicate takes the split of its group's root (the end of its
+    ``near_duplicate_of`` chain), so a photo and its near copy never straddle train and holdout.
+    """
     from training.ml.pipeline import split_for  # pure Python, no torch at import
 
     holdout_percent = settings.PLATFORM_HOLDOUT_PERCENT
+    photos = list(photo_list_approved(project_id=project.pk).order_by("id"))
+    group_sha256 = _near_duplicate_roots(photos)
     entries = []
     counts: dict[str, dict[str, int]] = {label.name: {"train": 0, "holdout": 0} for label in project.labels.all()}
-    for photo in photo_list_approved(project_id=project.pk).order_by("id"):
-        split = split_for(photo.sha256, holdout_percent=holdout_percent)
+    for photo in photos:
+        split = split_for(group_sha256[photo.pk], holdout_percent=holdout_percent)
         entries.append(
             {"photo": str(photo.public_id), "sha256": photo.sha256, "label": photo.label.name, "split": split}
         )
-        counts[photo.label.name][split] += 1
+        counts.setdefault(photo.label.name, {"train": 0, "holdout": 0})[split] += 1
     manifest = {"project": project.slug, "holdout_percent": holdout_percent, "photos": entries}
-    canonical = json.dumps(manifest, sort_keys=True, separators=(",", ":"))
-    digest = hashlib.sha256(canonical.encode()).hexdigest()
+    digest = hashlib.sha256(dataset_manifest_bytes(manifest)).hexdigest()
     snapshot, _ = DatasetSnapshot.objects.get_or_create(
         project=project,
         manifest_sha256=digest,
-        defaults={"manifest": manifest, "label_counts": counts, "photo_count": len(entries)},
+        defaults={
+            "manifest": manifest,
+            "label_counts": counts,
+            "balance": dataset_balance(label_counts=counts),
+            "photo_count": len(entries),
+        },
     )
     return snapshot
+
+
+def dataset_balance(*, label_counts: dict[str, dict[str, int]]) -> dict:
+    """Class balance per split: smallest and largest label count and their ratio (1.0 = balanced)."""
+    balance = {}
+    for split in ("train", "holdout"):
+        values = [counts[split] for counts in label_counts.values()] or [0]
+        low, high = min(values), max(values)
+        balance[split] = {"min": low, "max": high, "ratio": round(low / high, 4) if high else 0.0}
+    return balance
+
+
+def _near_duplicate_roots(photos: list[Photo]) -> dict[int, str]:
+    """photo pk -> sha256 of the root of its near-duplicate chain (itself when it has none).
+
+    The root may be a photo that is not approved (or of no interest otherwise): it is loaded
+    for its hash only. A cycle (never made by uploads, but possible by hand) resolves to its
+    smallest pk, so every member of the cycle agrees.
+    """
+    links: dict[int, tuple[int | None, str]] = {p.pk: (p.near_duplicate_of_id, p.sha256) for p in photos}
+    missing = {parent for parent, _ in links.values() if parent is not None and parent not in links}
+    while missing:
+        found = Photo.objects.filter(pk__in=missing).values_list("pk", "near_duplicate_of_id", "sha256")
+        for pk, parent, sha256 in found:
+            links[pk] = (parent, sha256)
+        for pk in missing - set(links):  # vanished between the queries: the chain ends here
+            links[pk] = (None, "")
+        missing = {parent for parent, _ in links.values() if parent is not None and parent not in links}
+
+    roots: dict[int, int] = {}
+    for photo in photos:
+        path = [photo.pk]
+        node = photo.pk
+        while True:
+            if node in roots:
+                root = roots[node]
+                break
+            parent = links[node][0]
+            if parent is None or not links[parent][1]:
+                root = node
+                break
+            if parent in path:
+                root = min(path[path.index(parent) :])
+                break
+            path.append(parent)
+            node = parent
+        for pk in path:
+            roots[pk] = root
+    return {photo.pk: links[roots[photo.pk]][1] for photo in photos}
+
+
+class RunCancelled(Exception):
+    """An admin asked the run to stop; raised at the next progress report."""
 
 
 def training_run_execute(
@@ -114,7 +183,11 @@ def training_run_execute(
     requested_by=None,
     on_progress: ProgressCallback | None = None,
 ) -> TrainingRun:
-    """Run the whole job for one project (the nightly task and `train_now` both call this)."""
+    """Run the whole job for one project (the nightly task and `train_now` both call this).
+
+    Ends as succeeded (published), skipped (not enough data), refused (the gate kept the
+    current release), cancelled (an admin asked) or failed; only "succeeded" publishes.
+    """
     night = night or project_today(project=project)
     run = training_run_claim(project=project, night=night, trigger=trigger, requested_by=requested_by)
     try:
@@ -124,17 +197,31 @@ def training_run_execute(
         shortfall = _label_shortfall(snapshot)
         if shortfall:
             return _finish(run, status=TrainingRun.Status.SKIPPED, message=shortfall)
+        _cancel_check(run)
+        # Everything the pipeline writes lives in this folder and goes with it, whatever happens.
         with tempfile.TemporaryDirectory(prefix="training-run-") as tmp:
             result = _pipeline_run(run=run, snapshot=snapshot, out_dir=Path(tmp), on_progress=on_progress)
+            run.metrics = {
+                **result.metrics.to_dict(),
+                "exported_file": result.onnx_metrics.to_dict(),
+                "seconds": result.seconds,
+            }
+            run.config = {**run.config, "pipeline": result.config}
+            run.history = result.history
+            _cancel_check(run)
+            _save_progress(run, stage="gate", progress=0.95, force=True)
+            if on_progress is not None:
+                on_progress(run)
+            run.gate = training_run_gate(project=project, snapshot=snapshot, candidate=result.onnx_metrics.to_dict())
+            if run.gate["outcome"] == GATE_REFUSED:
+                return _finish(run, status=TrainingRun.Status.REFUSED, message=run.gate["reason"])
+            _cancel_check(run)
+            _save_progress(run, stage="publish", progress=0.96, force=True)
             version = model_version_publish(run=run, snapshot=snapshot, result=result)
-        run.metrics = {
-            **result.metrics.to_dict(),
-            "exported_file": result.onnx_metrics.to_dict(),
-            "seconds": result.seconds,
-        }
-        run.config = {**run.config, "pipeline": result.config}
-        run.history = result.history
         return _finish(run, status=TrainingRun.Status.SUCCEEDED, message=f"Published version {version.version}.")
+    except RunCancelled as exc:
+        logger.info("training run %s cancelled", run.pk)
+        return _finish(run, status=TrainingRun.Status.CANCELLED, message=str(exc))
     except Exception as exc:
         logger.exception("training run %s failed", run.pk)
         _finish(run, status=TrainingRun.Status.FAILED, message=f"{type(exc).__name__}: {exc}")
@@ -142,6 +229,190 @@ def training_run_execute(
     finally:
         if on_progress is not None:
             on_progress(run)
+
+
+def training_run_cancel_request(*, runs, user=None) -> list[int]:
+    """Ask running runs to stop (admin action); return the ids of the runs asked.
+
+    The worker sees the flag at its next progress report and ends the run as cancelled;
+    nothing is published and its temporary files go with it. Finished runs are left alone.
+    """
+    pks = list(
+        TrainingRun.objects.filter(
+            pk__in=[run.pk for run in runs], status=TrainingRun.Status.RUNNING, cancel_requested=False
+        ).values_list("pk", flat=True)
+    )
+    TrainingRun.objects.filter(pk__in=pks, status=TrainingRun.Status.RUNNING).update(cancel_requested=True)
+    if pks:
+        logger.info("cancel requested for training runs %s by %s", pks, user)
+    return pks
+
+
+def _cancel_check(run: TrainingRun) -> None:
+    """Raise RunCancelled when an admin has asked this run to stop (one indexed lookup)."""
+    if TrainingRun.objects.filter(pk=run.pk, cancel_requested=True).exists():
+        run.cancel_requested = True
+        raise RunCancelled(f"Cancelled by an admin during {run.stage or 'start'}; nothing was published.")
+
+
+GATE_PASSED = "passed"
+GATE_REFUSED = "refused"
+GATE_SKIPPED = "skipped"  # nothing to compare with (first version, no shared labels, unreadable release)
+
+
+def training_run_gate(*, project: Project, snapshot: DatasetSnapshot, candidate: dict) -> dict:
+    """Champion/challenger: score the current release on the candidate's holdout photos and compare.
+
+    ``candidate`` is the candidate file's holdout metrics (``ClassificationMetrics.to_dict()``:
+    labels and confusion, rows = true label). The current release is the project's newest
+    ModelVersion, run from its stored ONNX file with onnxruntime on the same holdout photos
+    of ``snapshot``. Refused when the candidate's accuracy is lower by more than
+    PLATFORM_GATE_TOLERANCE_OVERALL, or any label's recall lower by more than
+    PLATFORM_GATE_TOLERANCE_PER_LABEL.
+
+    When the two models know different labels, both are compared on the holdout photos whose
+    true label both know (the release's predictions of a label the candidate lacks count as
+    wrong); labels only the candidate knows are listed and not gated. With no shared label in
+    the holdout, or a release that cannot be read, the gate is skipped with the reason recorded.
+    """
+    tolerance = {
+        "overall": float(settings.PLATFORM_GATE_TOLERANCE_OVERALL),
+        "per_label": float(settings.PLATFORM_GATE_TOLERANCE_PER_LABEL),
+    }
+    record: dict = {"tolerance": tolerance, "metric": {"overall": "accuracy", "per_label": "recall"}}
+    champion = (
+        ModelVersion.objects.filter(project=project).prefetch_related("artifacts").order_by("-version").first()
+    )
+    if champion is None:
+        return {**record, "outcome": GATE_SKIPPED, "reason": "No published version yet: nothing to compare with."}
+    artifact = next((a for a in champion.artifacts.all() if a.format == "onnx" and a.precision == "fp32"), None)
+    artifact = artifact or next((a for a in champion.artifacts.all() if a.format == "onnx"), None)
+    record["champion"] = {"version": champion.version, "labels": _label_names(champion.labels)}
+    if artifact is None:
+        return {**record, "outcome": GATE_SKIPPED, "reason": f"Version {champion.version} has no ONNX file."}
+    record["champion"]["artifact_sha256"] = artifact.sha256
+
+    candidate_labels = list(candidate["labels"])
+    champion_labels = record["champion"]["labels"]
+    shared = [label for label in candidate_labels if label in champion_labels]
+    holdout = [e for e in _manifest_entries(snapshot) if e["split"] == "holdout" and e["label"] in shared]
+    record["compared"] = {
+        "labels": shared,
+        "photos": len(holdout),
+        "candidate_only_labels": [label for label in candidate_labels if label not in champion_labels],
+        "champion_only_labels": [label for label in champion_labels if label not in candidate_labels],
+    }
+    if not holdout:
+        return {
+            **record,
+            "outcome": GATE_SKIPPED,
+            "reason": f"The release (v{champion.version}) and the candidate share no label with holdout photos.",
+        }
+
+    try:
+        predicted = _champion_predict(version=champion, artifact=artifact, entries=holdout)
+    except Exception as exc:  # a broken release must not block every future one
+        logger.warning("gate: version %s cannot be scored: %s", champion.version, exc)
+        return {
+            **record,
+            "outcome": GATE_SKIPPED,
+            "reason": f"The release (v{champion.version}) could not be scored: {type(exc).__name__}: {exc}",
+        }
+    champion_scores = _scores_from_predictions(truth=[e["label"] for e in holdout], predicted=predicted, labels=shared)
+    candidate_scores = _scores_from_confusion(confusion=candidate["confusion"], labels=candidate_labels, keep=shared)
+    record["champion"].update(champion_scores)
+    record["candidate"] = candidate_scores
+
+    failures = []
+    if candidate_scores["accuracy"] < champion_scores["accuracy"] - tolerance["overall"]:
+        failures.append(
+            f"accuracy {candidate_scores['accuracy']:.3f} < release {champion_scores['accuracy']:.3f}"
+            f" - {tolerance['overall']:g}"
+        )
+    for label in shared:
+        ours, theirs = candidate_scores["recall"].get(label), champion_scores["recall"].get(label)
+        if ours is None or theirs is None:  # no holdout photo of this label
+            continue
+        if ours < theirs - tolerance["per_label"]:
+            failures.append(f"recall of {label} {ours:.3f} < release {theirs:.3f} - {tolerance['per_label']:g}")
+    record["failures"] = failures
+    if failures:
+        record["outcome"] = GATE_REFUSED
+        record["reason"] = f"Worse than the current release (v{champion.version}): " + "; ".join(failures) + "."
+    else:
+        record["outcome"] = GATE_PASSED
+        record["reason"] = (
+            f"Not worse than the current release (v{champion.version}) within tolerance "
+            f"on {len(holdout)} holdout photos."
+        )
+    return record
+
+
+def _champion_predict(*, version: ModelVersion, artifact: ModelArtifact, entries: list[dict]) -> list[str]:
+    """Label names the release predicts for the manifest entries (onnxruntime, no torch)."""
+    from training.ml.config import Preprocessing
+    from training.ml.inference import onnx_predict_images, onnx_session
+
+    with default_storage.open(artifact.file.name, "rb") as fh:
+        payload = fh.read()
+    digest = hashlib.sha256(payload).hexdigest()
+    if digest != artifact.sha256:
+        raise ValueError(f"stored bytes have sha256 {digest[:12]}, the registry says {artifact.sha256[:12]}")
+    photos = Photo.objects.in_bulk([e["photo"] for e in entries], field_name="public_id")
+    session = onnx_session(path_or_bytes=payload, num_threads=settings.PLATFORM_TORCH_THREADS or None)
+    probabilities = onnx_predict_images(
+        path_or_bytes=session,
+        images=[_opener(photos[uuid.UUID(e["photo"])].image.name) for e in entries],
+        preprocessing=Preprocessing.from_manifest(version.preprocessing),
+    )
+    names = _label_names(version.labels)
+    return [names[i] for i in probabilities.argmax(axis=1).tolist()]
+
+
+def _scores_from_predictions(*, truth: list[str], predicted: list[str], labels: list[str]) -> dict:
+    """Accuracy and per-label recall (None without support) from label names."""
+    recall = {}
+    for label in labels:
+        support = [p for t, p in zip(truth, predicted) if t == label]
+        recall[label] = sum(p == label for p in support) / len(support) if support else None
+    correct = sum(t == p for t, p in zip(truth, predicted))
+    return {"accuracy": correct / len(truth) if truth else 0.0, "recall": recall, "count": len(truth)}
+
+
+def _scores_from_confusion(*, confusion: list[list[int]], labels: list[str], keep: list[str]) -> dict:
+    """The same scores from a confusion matrix, counting only rows (true labels) in ``keep``."""
+    recall, correct, total = {}, 0, 0
+    for i, label in enumerate(labels):
+        if label not in keep:
+            continue
+        support = sum(confusion[i])
+        recall[label] = confusion[i][i] / support if support else None
+        correct += confusion[i][i]
+        total += support
+    return {"accuracy": correct / total if total else 0.0, "recall": recall, "count": total}
+
+
+def _label_names(labels) -> list[str]:
+    # Output index -> name: a list, or a JSON object keyed by the index as text.
+    if isinstance(labels, dict):
+        return [labels[key] for key in sorted(labels, key=int)]
+    return list(labels)
+
+
+def _manifest_entries(snapshot: DatasetSnapshot) -> list[dict]:
+    """The manifest's photos the pipeline trains on: the first of identical images (same sha256).
+
+    Two uploads can re-encode to the same bytes; the pipeline keys its feature cache by the
+    content hash, and one copy carries all the information anyway. Both copies share a split.
+    """
+    seen: set[str] = set()
+    entries = []
+    for entry in snapshot.manifest["photos"]:
+        if entry["sha256"] in seen:
+            continue
+        seen.add(entry["sha256"])
+        entries.append(entry)
+    return entries
 
 
 def model_version_publish(*, run: TrainingRun, snapshot: DatasetSnapshot, result) -> ModelVersion:
@@ -187,34 +458,41 @@ def model_version_publish(*, run: TrainingRun, snapshot: DatasetSnapshot, result
 def _pipeline_run(*, run: TrainingRun, snapshot: DatasetSnapshot, out_dir: Path, on_progress):
     import torch
 
+    from training.feature_cache import StorageExportCache, StorageFeatureCache
     from training.ml.config import BackboneConfig, LinearProbeConfig, Preprocessing
-    from training.ml.pipeline import Sample, linear_probe_pipeline
+    from training.ml.pipeline import Sample
+    from training.ml.strategies import StrategyThresholds
+    from training.ml.transfer import transfer_pipeline
 
     threads = settings.PLATFORM_TORCH_THREADS or os.cpu_count() or 1
     torch.set_num_threads(threads)
     labels = sorted(snapshot.label_counts)
     index = {name: i for i, name in enumerate(labels)}
-    photos = Photo.objects.in_bulk(
-        [entry["photo"] for entry in snapshot.manifest["photos"]], field_name="public_id"
-    )
+    entries = _manifest_entries(snapshot)
+    photos = Photo.objects.in_bulk([entry["photo"] for entry in entries], field_name="public_id")
     samples = [
         Sample(
-            key=entry["photo"],
+            # The content hash keys the feature cache: the same pixels never pay twice.
+            key=entry["sha256"],
             label=index[entry["label"]],
             split=entry["split"],
             open_image=_opener(photos[uuid.UUID(entry["photo"])].image.name),
         )
-        for entry in snapshot.manifest["photos"]
+        for entry in entries
     ]
     backbone = BackboneConfig(weights_path=settings.PLATFORM_WEIGHTS_PATH)
     preprocessing = Preprocessing()
     probe = LinearProbeConfig()
-    run.decision = {
-        "strategy": "linear_probe",
-        "reason": "Frozen ImageNet features with a linear classifier: the safe choice for small data "
-        "sets similar to ImageNet (the size x similarity rule picks among four strategies later).",
+    override = _strategy_override(project=run.project)
+    # What the run knows before the pipeline decides; the size x similarity decision
+    # (inputs, measured similarity, thresholds, choice, reason) is merged in afterwards.
+    context = {
+        "override_note": override["note"],
         "label_counts": snapshot.label_counts,
+        "balance": snapshot.balance,
+        "identical_photos_merged": len(snapshot.manifest["photos"]) - len(entries),
     }
+    run.decision = {"strategy": override["strategy"] or "deciding", "override": override["strategy"], **context}
     run.config = {
         "backbone": {"weights_path": backbone.weights_path, "width_mult": backbone.width_mult},
         "preprocessing": preprocessing.to_manifest(),
@@ -222,28 +500,48 @@ def _pipeline_run(*, run: TrainingRun, snapshot: DatasetSnapshot, out_dir: Path,
         "torch_threads": threads,
         "snapshot": snapshot.manifest_sha256,
     }
-    _save_progress(run, stage="features", progress=0.05, force=True)
+    _save_progress(run, stage="decide", progress=0.02, force=True)
 
     def progress(stage: str, fraction: float) -> None:
-        # The pipeline's stages take the run from 5% to 95%; publishing does the rest.
-        _save_progress(run, stage=stage, progress=0.05 + 0.9 * _stage_offset(stage, fraction))
+        # The pipeline's stages take the run from 2% to 95%; gate and publishing do the rest.
+        _save_progress(run, stage=stage, progress=0.02 + 0.93 * _stage_offset(stage, fraction))
+        _cancel_check(run)
         if on_progress is not None:
             on_progress(run)
 
-    result = linear_probe_pipeline(
+    result = transfer_pipeline(
         samples=samples,
         labels=labels,
         backbone=backbone,
         preprocessing=preprocessing,
+        strategy=override["strategy"],
+        thresholds=StrategyThresholds(
+            large_per_label=settings.PLATFORM_STRATEGY_LARGE_PER_LABEL,
+            similarity_min_score=settings.PLATFORM_STRATEGY_SIMILARITY_MIN_SCORE,
+        ),
         probe=probe,
         out_dir=out_dir,
         progress=progress,
+        feature_cache=StorageFeatureCache(),
+        export_cache=StorageExportCache(),
     )
-    _save_progress(run, stage="publish", progress=0.96, force=True)
+    run.decision = {**(result.decision or {}), "strategy": (result.decision or {}).get("choice"), **context}
+    run.config = {**run.config, **{k: v for k, v in result.config.items() if k not in run.config}}
     return result
 
 
-_STAGES = {"features": (0.0, 0.6), "train": (0.6, 0.1), "evaluate": (0.7, 0.05), "export": (0.75, 0.15), "verify": (0.9, 0.1)}
+def _strategy_override(*, project: Project) -> dict:
+    """The admin's strategy override for the project: {"strategy": name or None, "note": text}."""
+    policy = TrainingPolicy.objects.filter(project=project).first()
+    if policy is None or not policy.strategy_override:
+        return {"strategy": None, "note": ""}
+    return {"strategy": policy.strategy_override, "note": policy.note}
+
+
+_STAGES = {
+    "decide": (0.0, 0.15), "features": (0.15, 0.45), "train": (0.6, 0.1), "evaluate": (0.7, 0.05),
+    "export": (0.75, 0.15), "verify": (0.9, 0.1),
+}
 
 
 def _stage_offset(stage: str, fraction: float) -> float:
@@ -307,6 +605,12 @@ def _finish(run: TrainingRun, *, status: str, message: str) -> TrainingRun:
     run.heartbeat_at = run.finished_at
     if status == TrainingRun.Status.SUCCEEDED:
         run.stage, run.progress = "done", 1.0
-    run.save()
+    # Named fields: never write back cancel_requested, which an admin may set meanwhile.
+    run.save(
+        update_fields=[
+            "status", "message", "finished_at", "heartbeat_at", "stage", "progress", "snapshot",
+            "decision", "config", "metrics", "history", "gate", "updated_at",
+        ]
+    )
     _last_saved.pop(run.pk, None)
     return run

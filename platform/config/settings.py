@@ -262,6 +262,17 @@ PLATFORM_WEIGHTS_PATH = env.str("PLATFORM_WEIGHTS_PATH", default="") or None
 PLATFORM_TORCH_THREADS = env.int("PLATFORM_TORCH_THREADS", default=0)  # 0: all cores
 PLATFORM_HOLDOUT_PERCENT = env.int("PLATFORM_HOLDOUT_PERCENT", default=20)
 PLATFORM_MIN_PHOTOS_PER_LABEL = env.int("PLATFORM_MIN_PHOTOS_PER_LABEL", default=5)
+# Champion/challenger gate: a new model is published only if, on the same holdout photos,
+# its accuracy is at most this much below the current release's...
+PLATFORM_GATE_TOLERANCE_OVERALL = env.float("PLATFORM_GATE_TOLERANCE_OVERALL", default=0.01)
+# ...and no label's recall is more than this much below the release's.
+PLATFORM_GATE_TOLERANCE_PER_LABEL = env.float("PLATFORM_GATE_TOLERANCE_PER_LABEL", default=0.05)
+# The size x similarity rule (training/ml/strategies.py): a data set is "large" when its
+# smallest label has this many training photos (the ~200 per class of a robust model), and
+# "similar to ImageNet" when the measured score (top-layer minus lower-layer separability,
+# training/ml/similarity.py) is at least this. Admins can override per project (TrainingPolicy).
+PLATFORM_STRATEGY_LARGE_PER_LABEL = env.int("PLATFORM_STRATEGY_LARGE_PER_LABEL", default=200)
+PLATFORM_STRATEGY_SIMILARITY_MIN_SCORE = env.float("PLATFORM_STRATEGY_SIMILARITY_MIN_SCORE", default=0.0)
 
 LOGGING = {
     "version": 1,

@@ -4,7 +4,6 @@ import datetime as dt
 import pytest
 
 from challenges.models import Challenge
-from submissions.models import Photo
 
 pytestmark = pytest.mark.django_db
 

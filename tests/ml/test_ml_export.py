@@ -123,3 +123,32 @@ def test_predictions_compare_flags_flips_and_drift():
     json.dumps(drift.to_dict(), allow_nan=False)
     with pytest.raises(VerificationError, match="shape"):
         predictions_compare(reference=reference, candidate=reference[:2])
+
+
+def test_a_new_head_swapped_into_an_earlier_export_matches_a_full_export(exported, tmp_path):
+    """A linear probe's next night reuses the traced backbone: same outputs, no re-trace."""
+    from training.ml.errors import ExportError
+    from training.ml.export import onnx_export_with_head
+
+    torch.manual_seed(1)
+    new_head = torch.nn.Linear(1280, len(LABELS))
+    template = exported["path"].read_bytes()
+    started = time.perf_counter()
+    path = onnx_export_with_head(
+        template=template, head=new_head, path=tmp_path / "swapped.onnx", preprocessing=PRE, labels=("a", "b", "c")
+    )
+    assert time.perf_counter() - started < exported["seconds"] / 3  # no tracing
+
+    images = torch.randn(3, 3, 224, 224, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        expected = classifier_assemble(backbone=exported["backbone"], head=new_head)(images).numpy()
+        old = exported["model"](images).numpy()
+    got = onnx_predict(path_or_bytes=path, batch=images.numpy())
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+    assert np.abs(got - old).max() > 1e-3  # the new head, not the template's
+    assert json.loads(onnx_metadata(path_or_bytes=path)["labels"]) == ["a", "b", "c"]
+
+    with pytest.raises(ExportError, match="shape"):
+        onnx_export_with_head(template=template, head=torch.nn.Linear(1280, 5), path=tmp_path / "x.onnx",
+                              preprocessing=PRE)
+    assert not (tmp_path / "x.onnx").exists()

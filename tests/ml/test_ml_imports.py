@@ -10,7 +10,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 ML = ROOT / "training" / "ml"
 # Used by the web process (split_for, Sample, configs) and by the torch-free reference client.
-TORCH_FREE = ["config", "errors", "images", "metrics", "pipeline", "inference", "parity"]
+TORCH_FREE = [
+    *("config", "errors", "images", "metrics", "pipeline", "inference", "parity"),
+    *("strategies", "plots", "transfer"),
+]
 
 
 def _python(code: str) -> subprocess.CompletedProcess:

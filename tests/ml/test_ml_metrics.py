@@ -54,3 +54,30 @@ def test_bad_inputs_are_refused():
         classification_metrics(y_true=[0, 3], y_pred=[0, 1], labels=LABELS)
     with pytest.raises(ValueError):
         classification_metrics(y_true=[0], y_pred=[0], labels=["a", "a"])
+
+
+def test_expected_calibration_error_hand_computed():
+    from training.ml.metrics import expected_calibration_error
+
+    probabilities = [[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.4, 0.6]]
+    y_true = [0, 1, 1, 1]  # the 0.8-confident answer is wrong
+    # 10 bins: one prediction per bin; gaps 0.1, 0.8, 0.3, 0.4.
+    assert expected_calibration_error(probabilities=probabilities, y_true=y_true, bins=10) == pytest.approx(0.4)
+    # One bin: mean confidence 0.75 equals accuracy 0.75, so calibrated on average.
+    assert expected_calibration_error(probabilities=probabilities, y_true=y_true, bins=1) == pytest.approx(0.0)
+    confident_and_wrong = expected_calibration_error(probabilities=[[0.99, 0.01]] * 4, y_true=[1, 1, 1, 1])
+    assert confident_and_wrong == pytest.approx(0.99)
+
+
+def test_metrics_carry_ece_only_with_probabilities():
+    import numpy as np
+
+    plain = classification_metrics(y_true=Y_TRUE, y_pred=Y_PRED, labels=LABELS)
+    assert plain.ece is None and plain.to_dict()["ece"] is None
+    probs = np.full((len(Y_PRED), 3), 0.1)
+    probs[np.arange(len(Y_PRED)), Y_PRED] = 0.8
+    m = classification_metrics(y_true=Y_TRUE, y_pred=Y_PRED, labels=LABELS, probabilities=probs)
+    assert m.ece == pytest.approx(abs(0.8 - 5 / 7))
+    assert json.loads(json.dumps(m.to_dict(), allow_nan=False))["ece"] == pytest.approx(m.ece)
+    with pytest.raises(ValueError):
+        classification_metrics(y_true=Y_TRUE, y_pred=Y_PRED, labels=LABELS, probabilities=probs[:3])

@@ -18,6 +18,8 @@ class ClassificationMetrics:
     per_label: dict  # label -> {"precision", "recall", "f1", "support"}
     confusion: list  # rows = true label, columns = predicted label, in ``labels`` order
     labels: tuple
+    # Expected calibration error (top-label, equal-width confidence bins); None without probabilities.
+    ece: float | None = None
 
     def to_dict(self) -> dict:
         """Plain-JSON representation (stored with training runs and model versions)."""
@@ -28,13 +30,22 @@ class ClassificationMetrics:
             "per_label": {k: dict(v) for k, v in self.per_label.items()},
             "confusion": [list(row) for row in self.confusion],
             "labels": list(self.labels),
+            "ece": self.ece,
         }
 
 
 def classification_metrics(
-    *, y_true: Sequence[int], y_pred: Sequence[int], labels: Sequence[str]
+    *,
+    y_true: Sequence[int],
+    y_pred: Sequence[int],
+    labels: Sequence[str],
+    probabilities: np.ndarray | None = None,
+    ece_bins: int = 15,
 ) -> ClassificationMetrics:
-    """Compute metrics for integer predictions; a label never predicted gets precision 0."""
+    """Compute metrics for integer predictions; a label never predicted gets precision 0.
+
+    With ``probabilities`` [N, C] the expected calibration error is computed too.
+    """
     true = np.asarray(y_true, dtype=np.int64).reshape(-1)
     pred = np.asarray(y_pred, dtype=np.int64).reshape(-1)
     n = len(labels)
@@ -73,4 +84,33 @@ def classification_metrics(
         per_label=per_label,
         confusion=confusion.tolist(),
         labels=tuple(labels),
+        ece=None if probabilities is None else expected_calibration_error(
+            probabilities=probabilities, y_true=true, bins=ece_bins
+        ),
     )
+
+
+def expected_calibration_error(*, probabilities: np.ndarray, y_true: Sequence[int], bins: int = 15) -> float:
+    """Top-label ECE: sum over equal-width confidence bins of |accuracy - confidence| x bin share.
+
+    0 means the model's confidence matches how often it is right; an over-confident model
+    that is 99% sure and right 80% of the time has ECE near 0.19.
+    """
+    probs = np.asarray(probabilities, dtype=np.float64)
+    true = np.asarray(y_true, dtype=np.int64).reshape(-1)
+    if probs.ndim != 2 or len(probs) != len(true):
+        raise ValueError(f"probabilities must be [N, C] with N = {len(true)}, got {probs.shape}")
+    if bins < 1:
+        raise ValueError("bins must be >= 1")
+    if len(true) == 0:
+        return 0.0
+    confidence = probs.max(axis=1)
+    correct = (probs.argmax(axis=1) == true).astype(np.float64)
+    # Bin i holds confidences in (i/bins, (i+1)/bins]; confidence 0 joins the first bin.
+    which = np.clip(np.ceil(confidence * bins).astype(np.int64) - 1, 0, bins - 1)
+    total = 0.0
+    for b in range(bins):
+        mask = which == b
+        if mask.any():
+            total += mask.mean() * abs(correct[mask].mean() - confidence[mask].mean())
+    return float(total)

@@ -73,6 +73,8 @@ class PipelineResult:
     seconds: dict[str, float]  # per stage, plus "total"
     config: dict  # configs, seeds, weights fingerprint, library versions
     model: Any = field(default=None, repr=False, compare=False)  # assembled torch model (ProbabilityClassifier)
+    # Strategy decision record (StrategyDecision.to_record()); set by transfer_pipeline.
+    decision: dict | None = None
 
     def to_dict(self) -> dict:
         """JSON-ready summary of the run."""
@@ -90,6 +92,7 @@ class PipelineResult:
             "holdout_count": self.holdout_count,
             "seconds": self.seconds,
             "config": self.config,
+            "decision": self.decision,
         }
 
 
@@ -117,6 +120,7 @@ def linear_probe_pipeline(
     tolerance: ParityTolerance = DEFAULT_TOLERANCE,
     feature_cache: MutableMapping[str, Any] | None = None,
     artifact_name: str = "model.onnx",
+    export_cache: MutableMapping[str, bytes] | None = None,
 ) -> PipelineResult:
     """Train a linear head on frozen features, evaluate, export ONNX to ``out_dir`` and verify it.
 
@@ -125,18 +129,18 @@ def linear_probe_pipeline(
     ``VerificationError`` (and deletes the file) if the file does not load or disagrees
     with the torch model beyond ``tolerance``. ``progress(stage, fraction)`` reports stages in ``STAGES``.
     ``feature_cache`` (any mapping, e.g. backed by files) keeps per-photo features between
-    runs, so only new photos pay for a forward pass. ``num_threads`` None keeps the
-    caller's torch thread count (capped at the available cores).
+    runs, so only new photos pay for a forward pass. ``export_cache`` (bytes by key) keeps
+    an exported file per frozen backbone and class count: later nights swap in the new
+    head instead of tracing the network again. ``num_threads`` None keeps the caller's
+    torch thread count (capped at the available cores).
     """
     import numpy as np
     import torch
 
     from training.ml.backbone import backbone_load, weights_fingerprint
-    from training.ml.export import INPUT_NAME, OUTPUT_NAME, classifier_assemble, file_sha256, onnx_export
+    from training.ml.export import INPUT_NAME, OUTPUT_NAME, classifier_assemble, file_sha256
     from training.ml.features import features_extract
-    from training.ml.inference import onnx_session
     from training.ml.linear import linear_probe_train
-    from training.ml.parity import onnx_verify
     from training.ml.runtime import torch_threads
 
     started = time.perf_counter()
@@ -192,19 +196,18 @@ def linear_probe_pipeline(
             train_accuracy = float((fitted.head(train_x).argmax(dim=1) == train_y).float().mean())
             # head(features) is exactly what the assembled model computes (softmax aside).
             reference = torch.softmax(fitted.head(holdout_x), dim=1).numpy().astype(np.float32)
-        metrics = classification_metrics(y_true=holdout_y, y_pred=reference.argmax(axis=1).tolist(), labels=labels)
+        metrics = classification_metrics(
+            y_true=holdout_y, y_pred=reference.argmax(axis=1).tolist(), labels=labels, probabilities=reference
+        )
         seconds["evaluate"] = time.perf_counter() - t0
         report("evaluate", 1.0)
 
         # -- export ----------------------------------------------------------------
         t0 = time.perf_counter()
         report("export", 0.0)
-        model = classifier_assemble(backbone=net, head=fitted.head)
-        artifact = onnx_export(
-            model=model,
-            path=Path(out_dir) / artifact_name,
-            preprocessing=preprocessing,
-            labels=labels,
+        artifact, export_reused = _export_linear_probe(
+            net=net, head=fitted.head, path=Path(out_dir) / artifact_name, preprocessing=preprocessing,
+            labels=labels, cache=export_cache, key=f"{namespace}:classes{len(labels)}:torch{torch.__version__}",
         )
         seconds["export"] = time.perf_counter() - t0
         report("export", 1.0)
@@ -212,29 +215,18 @@ def linear_probe_pipeline(
         # -- verify ----------------------------------------------------------------
         t0 = time.perf_counter()
         report("verify", 0.0)
-        try:
-            # Bytes, not the path: proves the file alone is enough (no .onnx.data sidecar).
-            session = onnx_session(path_or_bytes=Path(artifact).read_bytes(), num_threads=threads)
-            checked = onnx_verify(
-                path_or_bytes=session,
-                images=[s.open_image for s in holdout],
-                reference=reference,
-                preprocessing=preprocessing,
-                y_true=holdout_y,
-                tolerance=tolerance,
-                batch_size=batch_size,
-                progress=lambda done, total: report("verify", done / max(total, 1)),
-            )
-        except BaseException as exc:
-            # A file that failed its check must not be left where it could be published.
-            Path(artifact).unlink(missing_ok=True)
-            if isinstance(exc, ImageDecodeError):
-                raise _decode_error_for(exc, holdout) from exc
-            raise
+        checked = artifact_verify(
+            artifact=Path(artifact), holdout=holdout, reference=reference, y_true=holdout_y,
+            preprocessing=preprocessing, tolerance=tolerance, batch_size=batch_size, threads=threads,
+            progress=lambda done, total: report("verify", done / max(total, 1)),
+        )
         seconds["verify"] = time.perf_counter() - t0
 
     onnx_metrics = classification_metrics(
-        y_true=holdout_y, y_pred=checked.probabilities.argmax(axis=1).tolist(), labels=labels
+        y_true=holdout_y,
+        y_pred=checked.probabilities.argmax(axis=1).tolist(),
+        labels=labels,
+        probabilities=checked.probabilities,
     )
     sha256 = file_sha256(artifact)
     size = Path(artifact).stat().st_size
@@ -261,6 +253,7 @@ def linear_probe_pipeline(
         output_name=OUTPUT_NAME,
         feature_counts={"total": len(ordered), "computed": computed, "cached": len(ordered) - computed},
     )
+    config["export"] = {"reused_backbone_export": export_reused}
     return PipelineResult(
         labels=labels,
         preprocessing=preprocessing,
@@ -277,7 +270,7 @@ def linear_probe_pipeline(
         holdout_count=len(holdout),
         seconds={k: round(v, 3) for k, v in seconds.items()},
         config=config,
-        model=model,
+        model=classifier_assemble(backbone=net, head=fitted.head),
     )
 
 
@@ -300,6 +293,60 @@ def _samples_validate(samples: Sequence[Sample], labels: tuple[str, ...]) -> Non
         raise PipelineError(f"labels without training photos: {empty}")
     if not any(s.split == "holdout" for s in samples):
         raise PipelineError("no holdout photos: the model could not be evaluated or verified")
+
+
+def artifact_verify(
+    *, artifact: Path, holdout, reference, y_true, preprocessing, tolerance, batch_size: int, threads, progress
+):
+    """Load the written file with onnxruntime and run the holdout photos through it from the images.
+
+    Raises (after deleting the file, so it can never be published) when it does not load or
+    disagrees with the torch model's ``reference`` probabilities beyond ``tolerance``.
+    """
+    from training.ml.inference import onnx_session
+    from training.ml.parity import onnx_verify
+
+    try:
+        # Bytes, not the path: proves the file alone is enough (no .onnx.data sidecar).
+        session = onnx_session(path_or_bytes=artifact.read_bytes(), num_threads=threads)
+        return onnx_verify(
+            path_or_bytes=session,
+            images=[s.open_image for s in holdout],
+            reference=reference,
+            preprocessing=preprocessing,
+            y_true=y_true,
+            tolerance=tolerance,
+            batch_size=batch_size,
+            progress=progress,
+        )
+    except BaseException as exc:
+        artifact.unlink(missing_ok=True)
+        if isinstance(exc, ImageDecodeError):
+            raise _decode_error_for(exc, holdout) from exc
+        raise
+
+
+def _export_linear_probe(*, net, head, path: Path, preprocessing, labels, cache, key: str) -> tuple[Path, bool]:
+    """Export backbone + head; with a cached export of the same backbone, only the head changes.
+
+    Returns the file and whether a cached export was reused. A template that does not fit
+    (another head shape, a foreign file) falls back to a full export, which refreshes it.
+    """
+    from training.ml.export import classifier_assemble, onnx_export, onnx_export_with_head
+
+    template = cache.get(key) if cache is not None else None
+    if template is not None:
+        try:
+            path = onnx_export_with_head(template=template, head=head, path=path, preprocessing=preprocessing,
+                                         labels=labels)
+            return path, True
+        except Exception:  # noqa: BLE001 - a template that does not fit is a cache miss
+            pass
+    path = onnx_export(model=classifier_assemble(backbone=net, head=head), path=path, preprocessing=preprocessing,
+                       labels=labels)
+    if cache is not None:
+        cache[key] = path.read_bytes()
+    return path, False
 
 
 def _decode_error_for(exc: ImageDecodeError, samples: Sequence[Sample]) -> ImageDecodeError:
@@ -364,13 +411,6 @@ def _config_record(
     feature_counts: dict,
 ) -> dict:
     """Configs, seeds and versions of a run: enough to reproduce it."""
-    import numpy
-    import onnx
-    import onnxruntime
-    import PIL
-    import torch
-    import torchvision
-
     return {
         "strategy": "linear_probe",
         "labels": list(labels),
@@ -390,13 +430,25 @@ def _config_record(
         "batch_size": batch_size,
         "features": feature_counts,
         "onnx": {"input": input_name, "output": output_name, "batch": "dynamic"},
-        "versions": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "torchvision": torchvision.__version__,
-            "numpy": numpy.__version__,
-            "pillow": PIL.__version__,
-            "onnx": onnx.__version__,
-            "onnxruntime": onnxruntime.__version__,
-        },
+        "versions": _versions(),
+    }
+
+
+def _versions() -> dict:
+    """Library versions that decide what a run produces."""
+    import numpy
+    import onnx
+    import onnxruntime
+    import PIL
+    import torch
+    import torchvision
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "numpy": numpy.__version__,
+        "pillow": PIL.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
     }

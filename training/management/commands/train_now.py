@@ -1,4 +1,4 @@
-"""`manage.py train_now --project NAME`: the nightly job, now, with a progress bar."""
+"""`manage.py train_now --project NAME`: the nightly job, now, with a progress bar; prints decision and gate."""
 from __future__ import annotations
 
 import json
@@ -41,10 +41,19 @@ class Command(BaseCommand):
             bar.close()
 
         self.stdout.write("Decision: " + json.dumps(run.decision, indent=2))
+        if run.gate:
+            self.stdout.write(f"Gate: {run.gate.get('outcome')}: {run.gate.get('reason')}")
+            self.stdout.write(json.dumps(_gate_scores(run.gate), indent=2))
         if run.status == TrainingRun.Status.SUCCEEDED:
             metrics = run.metrics
             self.stdout.write(
                 self.style.SUCCESS(f"{run.message} Holdout accuracy {metrics.get('accuracy', 0):.3f}.")
             )
         else:
+            # Skipped, refused or cancelled: nothing was published, and the exit status says so.
             raise CommandError(f"Run {run.pk} {run.status}: {run.message}")
+
+
+def _gate_scores(gate: dict) -> dict:
+    """The part of the gate record a person reads: both scores, what was compared, tolerances."""
+    return {key: gate[key] for key in ("champion", "candidate", "compared", "tolerance", "failures") if key in gate}

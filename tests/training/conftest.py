@@ -1,0 +1,170 @@
+"""Fast fixtures for the training job: photo rows, a tiny real ONNX release, a stand-in pipeline.
+
+The stand-in replaces only ``training.ml.transfer.transfer_pipeline`` (the torch part);
+everything Django does around it (snapshot, decision, progress, cancellation, gate against a
+real ONNX file run by onnxruntime, publishing) runs for real, in well under a second.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import itertools
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+
+from submissions.models import Photo, photo_upload_to
+from tests.conftest import jpeg_bytes
+from training.ml.config import Preprocessing
+from training.models import ModelArtifact, ModelVersion, TrainingRun
+
+# A tiny input size: the release is scored at 8x8 pixels.
+PREPROCESSING = Preprocessing(input_size=8, resize=8)
+RED, BLUE, GREEN = (220, 20, 20), (20, 20, 220), (20, 220, 20)
+COLORS = {"ants": RED, "bees": BLUE, "wasps": GREEN}
+_counter = itertools.count()
+
+
+def make_photo(*, project, label: str, color=None, status=Photo.Status.APPROVED, sha256: str | None = None,
+               **fields) -> Photo:
+    """An approved photo row with a stored 16x12 JPEG (as the upload pipeline leaves it)."""
+    data = jpeg_bytes(size=(16, 12), color=color or COLORS[label], comment=str(next(_counter)).encode())
+    digest = hashlib.sha256(data).hexdigest()
+    photo = Photo(
+        project=project, label=project.labels.get(name=label), status=status, width=16, height=12,
+        source_format="jpeg", upload_sha256=digest, sha256=sha256 or digest, phash="0" * 16, **fields,
+    )
+    photo.image.name = default_storage.save(photo_upload_to(photo, ""), ContentFile(data))
+    photo.save()
+    return photo
+
+
+def colour_classifier(labels: list[str]) -> bytes:
+    """A real ONNX file: mean colour -> label (red ants, blue bees, green wasps), as the job publishes.
+
+    GlobalAveragePool -> Flatten -> Gemm -> Softmax, input "input" NCHW, output "probabilities".
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rows = {"ants": [4.0, -2.0, -2.0], "bees": [-2.0, -2.0, 4.0], "wasps": [-2.0, 4.0, -2.0]}
+    weights = np.array([rows[label] for label in labels], dtype=np.float32)  # [classes, channels]
+    graph = helper.make_graph(
+        [
+            helper.make_node("GlobalAveragePool", ["input"], ["pooled"]),
+            helper.make_node("Flatten", ["pooled"], ["features"], axis=1),
+            helper.make_node("Gemm", ["features", "weight", "bias"], ["logits"], transB=1),
+            helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
+        ],
+        "colours",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 8, 8])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", len(labels)])],
+        initializer=[
+            numpy_helper.from_array(weights, "weight"),
+            numpy_helper.from_array(np.zeros(len(labels), dtype=np.float32), "bias"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    helper.set_model_props(model, {"preprocessing": json.dumps(PREPROCESSING.to_manifest())})
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def release(project, *, labels: list[str], number: int = 1) -> ModelVersion:
+    """A published version whose ONNX file is the colour classifier (registry rows as the job writes them)."""
+    from training.services import dataset_snapshot_create
+
+    payload = colour_classifier(labels)
+    run = TrainingRun.objects.create(
+        project=project, night=dt.date(2026, 11, number), trigger="manual", status="succeeded"
+    )
+    version = ModelVersion.objects.create(
+        project=project, version=number, run=run, snapshot=dataset_snapshot_create(project=project),
+        labels=labels, preprocessing=PREPROCESSING.to_manifest(), metrics={},
+    )
+    name = default_storage.save(f"models/{project.slug}/v{number}/model.onnx", ContentFile(payload))
+    ModelArtifact.objects.create(
+        version=version, format="onnx", precision="fp32", file=name, size=len(payload),
+        sha256=hashlib.sha256(payload).hexdigest(), verification={},
+    )
+    return version
+
+
+@pytest.fixture
+def small_splits(settings):
+    """Half the photos in holdout and one training photo per label are enough to train."""
+    settings.PLATFORM_HOLDOUT_PERCENT = 50
+    settings.PLATFORM_MIN_PHOTOS_PER_LABEL = 1
+
+
+def photos_in_both_splits(project, *, label: str, each: int = 2) -> None:
+    """Add photos of `label` until both splits hold `each` of them (splits follow content hashes)."""
+    from django.conf import settings
+
+    from training.ml.pipeline import split_for
+
+    counts = {"train": 0, "holdout": 0}
+    while min(counts.values()) < each:
+        photo = make_photo(project=project, label=label)
+        counts[split_for(photo.sha256, holdout_percent=settings.PLATFORM_HOLDOUT_PERCENT)] += 1
+
+
+@pytest.fixture
+def colour_photos(project, small_splits):
+    """Red ants and blue bees, at least two of each in train and in holdout."""
+    photos_in_both_splits(project, label="ants")
+    photos_in_both_splits(project, label="bees")
+    return project
+
+
+@pytest.fixture
+def fake_pipeline(monkeypatch, tmp_path):
+    """Replace the torch pipeline; ``fake.predict(sample) -> label index`` sets the candidate's quality.
+
+    It reports every stage through ``progress`` (so cancellation and progress run for real),
+    writes its file into ``out_dir`` (so temp-file removal can be checked) and returns a
+    result the rest of the job uses as it would a real one.
+    """
+    from training.ml import transfer
+    from training.ml.metrics import classification_metrics
+    from training.ml.strategies import strategy_choose
+
+    fake = SimpleNamespace(predict=lambda sample: sample.label, calls=[], out_dirs=[])
+
+    def transfer_pipeline(*, samples, labels, out_dir, progress, strategy=None, feature_cache=None, **kwargs):
+        fake.calls.append(
+            {"samples": list(samples), "labels": list(labels), "feature_cache": feature_cache, "strategy": strategy}
+        )
+        fake.out_dirs.append(Path(out_dir))
+        artifact = Path(out_dir) / "model.onnx"
+        artifact.write_bytes(colour_classifier(list(labels)))
+        for stage in transfer.TRANSFER_STAGES:
+            progress(stage, 0.0)
+            progress(stage, 1.0)
+        holdout = [s for s in samples if s.split == "holdout"]
+        metrics = classification_metrics(
+            y_true=[s.label for s in holdout], y_pred=[fake.predict(s) for s in holdout], labels=labels
+        )
+        payload = artifact.read_bytes()
+        counts = {label: sum(1 for s in samples if s.split == "train" and s.label == i) for i, label in enumerate(labels)}
+        similarity = {"score": 0.3, "top_accuracy": 0.9, "lower_accuracy": 0.7}
+        decision = strategy_choose(
+            label_counts=counts, similarity=similarity, override=strategy, thresholds=kwargs["thresholds"]
+        )
+        return SimpleNamespace(
+            decision=decision.to_record(),
+            labels=tuple(labels), preprocessing=PREPROCESSING, metrics=metrics, onnx_metrics=metrics,
+            verification={"top1_agreement": 1.0}, history=[{"epoch": 1, "train_loss": 0.7, "val_loss": None,
+                                                            "val_accuracy": None}],
+            artifact_path=artifact, artifact_sha256=hashlib.sha256(payload).hexdigest(), artifact_size=len(payload),
+            seconds={"total": 0.0}, config={"strategy": "linear_probe", "features": {"total": len(samples)}},
+        )
+
+    monkeypatch.setattr(transfer, "transfer_pipeline", transfer_pipeline)
+    return fake

@@ -1,0 +1,80 @@
+"""PNG pictures of a training run for the admin: confusion matrix and training curves.
+
+Drawn from the run's stored metrics and history, so any finished run can be shown later.
+The ML core's renderer (``training.ml.plots``, matplotlib Agg) draws them; a plain Pillow
+drawing stands in when matplotlib is not installed.
+"""
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+
+
+def confusion_png(*, confusion: Sequence[Sequence[int]], labels: Sequence[str], title: str | None = None) -> bytes:
+    """The confusion matrix (rows = true label, columns = predicted) as PNG bytes."""
+    try:
+        from training.ml.plots import confusion_matrix_png
+
+        return confusion_matrix_png(confusion=confusion, labels=list(labels), title=title)
+    except ImportError:  # no matplotlib (or an older checkout without plots)
+        return _confusion_pillow(confusion=confusion, labels=labels)
+
+
+def curve_png(*, history: Sequence[dict], best_epoch: int | None = None, title: str | None = None) -> bytes:
+    """Loss and accuracy per epoch as PNG bytes."""
+    try:
+        from training.ml.plots import training_curves_png
+
+        return training_curves_png(history=list(history), best_epoch=best_epoch, title=title)
+    except ImportError:
+        return _curve_pillow(history=history)
+
+
+def _confusion_pillow(*, confusion: Sequence[Sequence[int]], labels: Sequence[str]) -> bytes:
+    from PIL import Image, ImageDraw
+
+    cell, margin = 48, 110
+    n = max(len(labels), 1)
+    image = Image.new("RGB", (margin + n * cell + 10, margin + n * cell + 10), "white")
+    draw = ImageDraw.Draw(image)
+    peak = max((max(row) for row in confusion if row), default=0) or 1
+    for i, row in enumerate(confusion):
+        for j, value in enumerate(row):
+            shade = int(255 - 200 * value / peak)
+            x, y = margin + j * cell, margin + i * cell
+            draw.rectangle([x, y, x + cell - 1, y + cell - 1], fill=(shade, shade, 255), outline="grey")
+            draw.text((x + cell // 3, y + cell // 3), str(value), fill="black" if shade > 128 else "white")
+    for k, label in enumerate(labels):
+        draw.text((4, margin + k * cell + cell // 3), str(label)[:16], fill="black")  # rows: true
+        draw.text((margin + k * cell + 2, margin - 16 - 12 * (k % 2)), str(label)[:8], fill="black")  # predicted
+    draw.text((4, 4), "rows: true label, columns: predicted", fill="black")
+    return _pillow_png(image)
+
+
+def _curve_pillow(*, history: Sequence[dict]) -> bytes:
+    from PIL import Image, ImageDraw
+
+    width, height, pad = 600, 300, 30
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    draw.rectangle([pad, pad, width - pad, height - pad], outline="grey")
+    series = {key: [h.get(key) for h in history] for key in ("train_loss", "val_loss")}
+    values = [v for points in series.values() for v in points if v is not None]
+    top = max(values, default=1.0) or 1.0
+    steps = max(len(history) - 1, 1)
+    for (key, points), colour in zip(series.items(), ("blue", "orange")):
+        xy = [
+            (pad + (width - 2 * pad) * i / steps, height - pad - (height - 2 * pad) * v / top)
+            for i, v in enumerate(points)
+            if v is not None
+        ]
+        if len(xy) > 1:
+            draw.line(xy, fill=colour, width=2)
+        draw.text((pad + (0 if key == "train_loss" else 120), 8), key.replace("_", " ") + " (per epoch)", fill=colour)
+    return _pillow_png(image)
+
+
+def _pillow_png(image) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()

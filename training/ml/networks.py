@@ -1,0 +1,403 @@
+"""The four strategies' trainers (see ``strategies.py``); each returns a probability model to export.
+
+Every returned model maps normalised NCHW float32 images (``image_to_array``) to softmax
+probabilities [N, C], is in eval mode with contiguous weights, and exports with ``onnx_export``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torchvision
+from PIL import Image
+from torch import nn
+
+from training.ml.backbone import backbone_feature_dim
+from training.ml.config import LinearProbeConfig, Preprocessing
+from training.ml.export import ProbabilityClassifier, classifier_assemble
+from training.ml.features import features_extract
+from training.ml.errors import ImageDecodeError
+from training.ml.images import ImageSource, image_rgb, image_to_array, resized_size
+from training.ml.linear import _stratified_split, linear_probe_train
+from training.ml.similarity import layer_features_extract, lower_pool
+from training.ml.strategies import FineTuneConfig, LowerLayerConfig
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class StrategyOutcome:
+    """A trained probability model and how training went."""
+
+    strategy: str
+    model: nn.Module = field(repr=False)  # normalised images -> probabilities, eval mode
+    history: list[dict]  # per epoch; keys depend on the trainer (always "epoch", "train_loss")
+    best_epoch: int
+    train_accuracy: float  # on the train split, without augmentation
+    details: dict  # config and outcome, JSON-ready
+    seconds: float
+
+
+class LowerLayerClassifier(nn.Module):
+    """Truncated backbone (``features[:block+1]``) -> grid pooling -> Linear -> softmax."""
+
+    def __init__(self, *, stem: nn.Sequential, head: nn.Linear, grid: int):
+        super().__init__()
+        self.stem = stem
+        self.head = head
+        self.grid = grid
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised NCHW float32 images -> class probabilities [N, C]."""
+        return torch.softmax(self.head(lower_pool(self.stem(x), grid=self.grid)), dim=1)
+
+
+def linear_probe(
+    *,
+    images: Sequence[ImageSource],
+    targets: Sequence[int],
+    num_classes: int,
+    backbone: nn.Module,
+    preprocessing: Preprocessing,
+    config: LinearProbeConfig,
+    batch_size: int = 32,
+    features: torch.Tensor | None = None,
+    progress: Progress | None = None,
+) -> StrategyOutcome:
+    """Linear head on frozen top features (pass cached ``features`` [N, 1280] to skip extraction)."""
+    started = time.perf_counter()
+    if features is None:
+        features = features_extract(
+            backbone=backbone, images=images, preprocessing=preprocessing, batch_size=batch_size
+        )
+    y = torch.as_tensor(list(targets), dtype=torch.int64)
+    fitted = linear_probe_train(features=features, targets=y, num_classes=num_classes, config=config, progress=progress)
+    return StrategyOutcome(
+        strategy="linear_probe",
+        model=classifier_assemble(backbone=backbone, head=fitted.head),
+        history=fitted.history,
+        best_epoch=fitted.best_epoch,
+        train_accuracy=_head_accuracy(fitted.head, features, y),
+        details={"config": dataclasses.asdict(config), **_probe_outcome(fitted)},
+        seconds=time.perf_counter() - started,
+    )
+
+
+def lower_layer_probe(
+    *,
+    images: Sequence[ImageSource],
+    targets: Sequence[int],
+    num_classes: int,
+    backbone: nn.Module,
+    preprocessing: Preprocessing,
+    config: LowerLayerConfig,
+    batch_size: int = 32,
+    features: torch.Tensor | None = None,
+    progress: Progress | None = None,
+) -> StrategyOutcome:
+    """Linear head on grid-pooled activations after ``features[config.block]``.
+
+    The model is the truncated backbone + head: the layers above the cut are not shipped.
+    Pass cached lower-layer ``features`` to skip extraction.
+    """
+    started = time.perf_counter()
+    if features is None:
+        features = layer_features_extract(
+            backbone=backbone,
+            images=images,
+            preprocessing=preprocessing,
+            block=config.block,
+            grid=config.grid,
+            batch_size=batch_size,
+        ).lower
+    y = torch.as_tensor(list(targets), dtype=torch.int64)
+    fitted = linear_probe_train(
+        features=features, targets=y, num_classes=num_classes, config=config.probe, progress=progress
+    )
+    stem = copy.deepcopy(backbone.features[: config.block + 1]).to(memory_format=torch.contiguous_format)
+    model = LowerLayerClassifier(stem=stem, head=copy.deepcopy(fitted.head), grid=config.grid).eval()
+    model.requires_grad_(False)
+    return StrategyOutcome(
+        strategy="lower_layer_probe",
+        model=model,
+        history=fitted.history,
+        best_epoch=fitted.best_epoch,
+        train_accuracy=_head_accuracy(fitted.head, features, y),
+        details={
+            "config": dataclasses.asdict(config),
+            "feature_dim": int(features.shape[1]),
+            "parameters": sum(p.numel() for p in model.parameters()),
+            **_probe_outcome(fitted),
+        },
+        seconds=time.perf_counter() - started,
+    )
+
+
+def fine_tune(
+    *,
+    images: Sequence[ImageSource],
+    targets: Sequence[int],
+    num_classes: int,
+    backbone: nn.Module,
+    preprocessing: Preprocessing,
+    config: FineTuneConfig,
+    progress: Progress | None = None,
+) -> StrategyOutcome:
+    """Fine-tune a copy of the pretrained ``backbone`` (top ``trainable_blocks`` or all) with a new head."""
+    torch.manual_seed(config.seed)  # the head's init and dropout
+    net = copy.deepcopy(backbone)
+    net.classifier = nn.Sequential(nn.Dropout(p=config.dropout), nn.Linear(backbone_feature_dim(net), num_classes))
+    return _network_train(
+        strategy="fine_tune",
+        net=net,
+        images=images,
+        targets=targets,
+        num_classes=num_classes,
+        preprocessing=preprocessing,
+        config=config,
+        progress=progress,
+    )
+
+
+def from_scratch(
+    *,
+    images: Sequence[ImageSource],
+    targets: Sequence[int],
+    num_classes: int,
+    preprocessing: Preprocessing,
+    config: FineTuneConfig,
+    width_mult: float = 1.0,
+    progress: Progress | None = None,
+) -> StrategyOutcome:
+    """Train MobileNetV2 from random weights with the fine-tuning trainer (every layer trains)."""
+    torch.manual_seed(config.seed)
+    net = torchvision.models.mobilenet_v2(
+        weights=None, num_classes=num_classes, width_mult=width_mult, dropout=config.dropout
+    )
+    return _network_train(
+        strategy="from_scratch",
+        net=net,
+        images=images,
+        targets=targets,
+        num_classes=num_classes,
+        preprocessing=preprocessing,
+        # Random BatchNorm statistics must be learned: never frozen from scratch.
+        config=dataclasses.replace(config, trainable_blocks=None, freeze_batchnorm=False),
+        progress=progress,
+    )
+
+
+def images_resized(*, images: Sequence[ImageSource], preprocessing: Preprocessing) -> list[Image.Image]:
+    """Decode each image once, as RGB with the shorter side at ``preprocessing.resize``.
+
+    ``image_to_array`` of the result equals ``image_to_array`` of the original (the resize is
+    its first step), so evaluation is exact while augmentation crops from a small copy.
+    """
+    out = []
+    for index, source in enumerate(images):
+        owned = None
+        try:
+            if not isinstance(source, Image.Image):
+                source = owned = source()
+            image = image_rgb(source)
+            size = resized_size(*image.size, shorter_side=preprocessing.resize)
+            out.append(image.resize(size, resample=Image.Resampling.BILINEAR) if size != image.size else image.copy())
+        except Exception as exc:
+            message = f"image {index} could not be decoded: {type(exc).__name__}: {exc}"
+            raise ImageDecodeError(message, index=index) from exc
+        finally:
+            if owned is not None:
+                owned.close()  # we opened it: free the file handle now
+    return out
+
+
+def _train_transform(config: FineTuneConfig, preprocessing: Preprocessing):
+    from torchvision.transforms import v2
+
+    steps: list = []
+    if config.augment:
+        steps.append(v2.RandomResizedCrop(preprocessing.input_size, scale=config.crop_scale, antialias=True))
+        if config.hflip:
+            steps.append(v2.RandomHorizontalFlip())
+        if config.rotation_degrees > 0:
+            steps.append(v2.RandomRotation(config.rotation_degrees))
+        if config.color_jitter > 0:
+            c = config.color_jitter
+            steps.append(v2.ColorJitter(brightness=c, contrast=c, saturation=c, hue=min(0.5, c / 10)))
+    else:
+        steps.append(v2.CenterCrop(preprocessing.input_size))
+    steps += [
+        v2.ToImage(),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(mean=list(preprocessing.mean), std=list(preprocessing.std)),
+    ]
+    return v2.Compose(steps)
+
+
+def _network_train(
+    *,
+    strategy: str,
+    net: nn.Module,
+    images: Sequence[ImageSource],
+    targets: Sequence[int],
+    num_classes: int,
+    preprocessing: Preprocessing,
+    config: FineTuneConfig,
+    progress: Progress | None,
+    resized: list[Image.Image] | None = None,
+) -> StrategyOutcome:
+    started = time.perf_counter()
+    y = torch.as_tensor(list(targets), dtype=torch.int64)
+    if len(y) != len(images) or len(y) == 0:
+        raise ValueError(f"need one target per image, got {len(y)} targets for {len(images)} images")
+    if resized is None:
+        resized = images_resized(images=images, preprocessing=preprocessing)
+    train_idx, val_idx = _stratified_split(y, fraction=config.validation_fraction, seed=config.seed)
+    val_x = _arrays(resized, val_idx.tolist(), preprocessing)
+
+    frozen = _freeze(net, config.trainable_blocks)
+    net.to(memory_format=torch.channels_last)
+    head_params = list(net.classifier.parameters())
+    head_ids = {id(p) for p in head_params}
+    body_params = [p for p in net.parameters() if p.requires_grad and id(p) not in head_ids]
+    groups = [{"params": head_params, "lr": config.lr}]
+    if body_params and config.backbone_lr_mult > 0:
+        groups.append({"params": body_params, "lr": config.lr * config.backbone_lr_mult})
+    optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+    weight = _class_weights(y[train_idx], num_classes) if config.class_weighting else None
+    criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing)
+    val_criterion = nn.CrossEntropyLoss(weight=weight)  # no smoothing: an honest stopping signal
+    transform = _train_transform(config, preprocessing)
+    generator = torch.Generator().manual_seed(config.seed)
+
+    history: list[dict] = []
+    best_loss, best_epoch, best_state, stale = math.inf, config.epochs, None, 0
+    for epoch in range(1, config.epochs + 1):
+        t0 = time.perf_counter()
+        net.train()
+        for module in frozen:
+            module.eval()  # frozen BatchNorm keeps its ImageNet statistics
+        if config.freeze_batchnorm:
+            for module in net.modules():
+                if isinstance(module, nn.BatchNorm2d):
+                    module.eval()
+        order = train_idx[torch.randperm(len(train_idx), generator=generator)].tolist()
+        loss_sum, correct, seen = 0.0, 0, 0
+        for start in range(0, len(order), config.batch_size):
+            idx = order[start : start + config.batch_size]
+            if len(idx) < 2 and seen:  # BatchNorm cannot train on a batch of one
+                continue
+            x = torch.stack([transform(resized[i]) for i in idx]).contiguous(memory_format=torch.channels_last)
+            target = y[idx]
+            logits = net(x)
+            loss = criterion(logits, target)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.item() * len(idx)
+            correct += int((logits.argmax(1) == target).sum())
+            seen += len(idx)
+        lr = optimizer.param_groups[0]["lr"]  # the head's rate this epoch
+        scheduler.step()
+        record = {
+            "epoch": epoch,
+            "train_loss": loss_sum / seen,
+            "train_accuracy": correct / seen,  # on augmented crops
+            "val_loss": None,
+            "val_accuracy": None,
+            "lr": lr,
+        }
+        if len(val_idx):
+            logits = _logits(net, val_x)
+            record["val_loss"] = float(val_criterion(logits, y[val_idx]))
+            record["val_accuracy"] = float((logits.argmax(1) == y[val_idx]).float().mean())
+            if record["val_loss"] < best_loss - 1e-6:
+                best_loss, best_epoch, stale = record["val_loss"], epoch, 0
+                best_state = copy.deepcopy(net.state_dict())
+            else:
+                stale += 1
+        record["seconds"] = round(time.perf_counter() - t0, 3)
+        history.append(record)
+        if progress is not None:
+            progress(epoch, config.epochs)
+        if len(val_idx) and stale >= config.patience:
+            break
+    if best_state is not None:
+        net.load_state_dict(best_state)
+
+    net.eval()
+    train_logits = _logits(net, _arrays(resized, train_idx.tolist(), preprocessing))
+    train_accuracy = float((train_logits.argmax(1) == y[train_idx]).float().mean())
+    net.to(memory_format=torch.contiguous_format)
+    net.requires_grad_(False)
+    model = ProbabilityClassifier(net).eval()
+    return StrategyOutcome(
+        strategy=strategy,
+        model=model,
+        history=history,
+        best_epoch=best_epoch if best_state is not None else len(history),
+        train_accuracy=train_accuracy,
+        details={
+            "config": dataclasses.asdict(config),
+            "validation_count": len(val_idx),
+            "epochs_run": len(history),
+            "trainable_parameters": sum(p.numel() for group in groups for p in group["params"]),
+            "seconds": round(time.perf_counter() - started, 3),
+        },
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _freeze(net: nn.Module, trainable_blocks: int | None) -> list[nn.Module]:
+    """Make only the top ``trainable_blocks`` of ``features`` (and the head) trainable; return the frozen ones."""
+    net.requires_grad_(True)
+    if trainable_blocks is None:
+        return []
+    blocks = list(net.features)
+    frozen = blocks[: max(0, len(blocks) - trainable_blocks)]
+    for module in frozen:
+        module.requires_grad_(False)
+    return frozen
+
+
+def _class_weights(y: torch.Tensor, num_classes: int) -> torch.Tensor:
+    counts = torch.bincount(y, minlength=num_classes).to(torch.float32)
+    return torch.where(counts > 0, len(y) / (num_classes * counts.clamp(min=1)), torch.zeros_like(counts))
+
+
+def _arrays(resized: Sequence[Image.Image], index: Sequence[int], preprocessing: Preprocessing) -> torch.Tensor:
+    size = preprocessing.input_size
+    if not index:
+        return torch.empty((0, 3, size, size))
+    return torch.from_numpy(np.stack([image_to_array(resized[i], preprocessing=preprocessing) for i in index]))
+
+
+def _logits(net: nn.Module, x: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+    net.eval()
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(x), batch_size):
+            out.append(net(x[start : start + batch_size].contiguous(memory_format=torch.channels_last)))
+    return torch.cat(out) if out else torch.empty(0)
+
+
+def _head_accuracy(head: nn.Linear, features: torch.Tensor, y: torch.Tensor) -> float:
+    with torch.no_grad():
+        return float((head(features).argmax(dim=1) == y).float().mean())
+
+
+def _probe_outcome(fitted) -> dict:
+    return {
+        "best_epoch": fitted.best_epoch,
+        "validation_count": fitted.validation_count,
+        "refit_on_all": fitted.refit,
+        "seconds": round(fitted.seconds, 3),
+    }
