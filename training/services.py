@@ -197,6 +197,14 @@ def training_run_execute(
         shortfall = _label_shortfall(snapshot)
         if shortfall:
             return _finish(run, status=TrainingRun.Status.SKIPPED, message=shortfall)
+        unchanged = _release_of_snapshot(project=project, snapshot=snapshot)
+        if unchanged is not None and trigger == TrainingRun.Trigger.NIGHTLY:
+            # Every installed app would download the same model again for nothing. A manual
+            # run (train_now, e.g. after changing the strategy override) still trains.
+            return _finish(
+                run, status=TrainingRun.Status.SKIPPED,
+                message=f"No change in the approved photos since version {unchanged.version}.",
+            )
         _cancel_check(run)
         # Everything the pipeline writes lives in this folder and goes with it, whatever happens.
         with tempfile.TemporaryDirectory(prefix="training-run-") as tmp:
@@ -229,6 +237,12 @@ def training_run_execute(
     finally:
         if on_progress is not None:
             on_progress(run)
+
+
+def _release_of_snapshot(*, project: Project, snapshot: DatasetSnapshot) -> ModelVersion | None:
+    """The newest published version, if it was trained on exactly this snapshot."""
+    latest = ModelVersion.objects.filter(project=project).order_by("-version").first()
+    return latest if latest is not None and latest.snapshot_id == snapshot.pk else None
 
 
 def training_run_cancel_request(*, runs, user=None) -> list[int]:

@@ -126,3 +126,21 @@ def test_an_unreadable_release_skips_the_gate_with_the_reason(colour_photos):
     gate = training_run_gate(project=colour_photos, snapshot=snapshot, candidate=candidate)
 
     assert gate["outcome"] == "skipped" and "could not be scored" in gate["reason"]
+
+
+def test_a_night_without_new_photos_publishes_nothing_new(colour_photos, fake_pipeline):
+    import datetime as dt
+
+    first = training_run_execute(project=colour_photos, trigger=TrainingRun.Trigger.NIGHTLY, night=dt.date(2026, 11, 1))
+    assert first.status == TrainingRun.Status.SUCCEEDED
+
+    quiet = training_run_execute(project=colour_photos, trigger=TrainingRun.Trigger.NIGHTLY, night=dt.date(2026, 11, 2))
+    assert quiet.status == TrainingRun.Status.SKIPPED and "since version 1" in quiet.message
+    assert ModelVersion.objects.count() == 1 and len(fake_pipeline.calls) == 1  # apps keep their file
+
+    make_photo(project=colour_photos, label="ants")  # a new approved photo
+    busy = training_run_execute(project=colour_photos, trigger=TrainingRun.Trigger.NIGHTLY, night=dt.date(2026, 11, 3))
+    assert busy.status == TrainingRun.Status.SUCCEEDED and busy.model_version.version == 2
+
+    manual = training_run_execute(project=colour_photos, trigger=TrainingRun.Trigger.MANUAL)
+    assert manual.status == TrainingRun.Status.SUCCEEDED  # train_now retrains on request
