@@ -138,7 +138,7 @@ def linear_probe_pipeline(
     import torch
 
     from training.ml.backbone import backbone_load, weights_fingerprint
-    from training.ml.export import INPUT_NAME, OUTPUT_NAME, classifier_assemble, file_sha256
+    from training.ml.export import INPUT_NAME, OUTPUT_NAME, classifier_assemble
     from training.ml.features import features_extract
     from training.ml.linear import linear_probe_train
     from training.ml.runtime import torch_threads
@@ -222,21 +222,10 @@ def linear_probe_pipeline(
         )
         seconds["verify"] = time.perf_counter() - t0
 
-    onnx_metrics = classification_metrics(
-        y_true=holdout_y,
-        y_pred=checked.probabilities.argmax(axis=1).tolist(),
-        labels=labels,
-        probabilities=checked.probabilities,
+    onnx_metrics, verification = artifact_scores(
+        checked=checked, y_true=holdout_y, labels=labels, artifact=Path(artifact)
     )
-    sha256 = file_sha256(artifact)
-    size = Path(artifact).stat().st_size
-    verification = {
-        **checked.to_dict(),
-        "artifact_sha256": sha256,
-        "artifact_size": size,
-        "runtime": "onnxruntime CPUExecutionProvider",
-        "inputs": "holdout photos via image_to_array",
-    }
+    sha256, size = verification["artifact_sha256"], verification["artifact_size"]
     seconds["total"] = time.perf_counter() - started
     config = _config_record(
         backbone=backbone,
@@ -324,6 +313,26 @@ def artifact_verify(
         if isinstance(exc, ImageDecodeError):
             raise _decode_error_for(exc, holdout) from exc
         raise
+
+
+def artifact_scores(*, checked, y_true, labels, artifact: Path) -> tuple[ClassificationMetrics, dict]:
+    """What the shipped file scored on the holdout as onnxruntime ran it, and its verification record."""
+    from training.ml.inference import file_sha256
+
+    metrics = classification_metrics(
+        y_true=y_true,
+        y_pred=checked.probabilities.argmax(axis=1).tolist(),
+        labels=labels,
+        probabilities=checked.probabilities,
+    )
+    verification = {
+        **checked.to_dict(),
+        "artifact_sha256": file_sha256(artifact),
+        "artifact_size": artifact.stat().st_size,
+        "runtime": "onnxruntime CPUExecutionProvider",
+        "inputs": "holdout photos via image_to_array",
+    }
+    return metrics, verification
 
 
 def _export_linear_probe(*, net, head, path: Path, preprocessing, labels, cache, key: str) -> tuple[Path, bool]:

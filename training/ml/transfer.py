@@ -26,6 +26,7 @@ from training.ml.pipeline import (
     _features_cached,
     _samples_validate,
     _versions,
+    artifact_scores,
     artifact_verify,
     features_namespace,
     linear_probe_pipeline,
@@ -203,7 +204,7 @@ def transfer_pipeline(
         seconds["evaluate"] = time.perf_counter() - t0
         report("evaluate", 1.0)
 
-        checked, artifact, sha256, size, export_seconds, verify_seconds = _export_verify(
+        checked, artifact, export_seconds, verify_seconds = _export_verify(
             model=outcome.model,
             holdout=holdout,
             holdout_y=holdout_y,
@@ -220,19 +221,10 @@ def transfer_pipeline(
         )
         seconds["export"], seconds["verify"] = export_seconds, verify_seconds
 
-    onnx_metrics = classification_metrics(
-        y_true=holdout_y,
-        y_pred=checked.probabilities.argmax(axis=1).tolist(),
-        labels=labels,
-        probabilities=checked.probabilities,
+    onnx_metrics, verification = artifact_scores(
+        checked=checked, y_true=holdout_y, labels=labels, artifact=Path(artifact)
     )
-    verification = {
-        **checked.to_dict(),
-        "artifact_sha256": sha256,
-        "artifact_size": size,
-        "runtime": "onnxruntime CPUExecutionProvider",
-        "inputs": "holdout photos via image_to_array",
-    }
+    sha256, size = verification["artifact_sha256"], verification["artifact_size"]
     seconds["total"] = time.perf_counter() - started
     record = chosen.to_record()
     config = {
@@ -368,8 +360,7 @@ def _export_verify(
         progress=lambda done, total: report("verify", done / max(total, 1)),
     )
     verify_seconds = time.perf_counter() - t0
-    size = Path(artifact).stat().st_size
-    return checked, artifact, export.file_sha256(artifact), size, export_seconds, verify_seconds
+    return checked, artifact, export_seconds, verify_seconds
 
 
 def _layer_features_cached(
