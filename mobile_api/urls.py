@@ -1,9 +1,11 @@
 from django.urls import path
 
-from mobile_api.views import ModelDownloadApi, ModelLatestApi
+from mobile_api.views import ModelCardApi, ModelDownloadApi, ModelLatestApi
 
 urlpatterns = [
     path("models/<slug:name>/latest", ModelLatestApi.as_view(), name="mobile-model-latest"),
+    # Before the download route: "card" would otherwise read as a <format>-<variant> slug.
+    path("models/<slug:name>/versions/<int:version>/card", ModelCardApi.as_view(), name="mobile-model-card"),
     path(
         "models/<slug:name>/versions/<int:version>/<slug:variant>",
         ModelDownloadApi.as_view(),

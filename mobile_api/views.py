@@ -1,4 +1,4 @@
-"""The app-facing API (/api/mobile/v1/): manifests and model downloads.
+"""The app-facing API (/api/mobile/v1/): manifests, model cards and model downloads.
 
 Versioned in the URL and only ever extended: apps in the field keep working.
 """
@@ -9,6 +9,7 @@ import json
 
 from django.http import Http404, HttpRequest, HttpResponse
 from django.urls import reverse
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny
@@ -18,21 +19,39 @@ from rest_framework.views import APIView
 from common.errors import NotFound
 from common.files import stored_file_response
 from training.models import ModelArtifact, ModelVersion
-from training.selectors import model_artifact_get, model_version_get_latest
+from training.selectors import model_artifact_get, model_version_get, model_version_get_latest
 
-RUNTIMES = {"onnx": "onnxruntime"}
+# format -> (runtime that loads the file, its delegate)
+RUNTIMES = {"onnx": ("onnxruntime", None), "pte": ("executorch", "xnnpack")}
+_FORMAT_ORDER = {"onnx": 0, "pte": 1}
+# Measurements (the file's model card row) an app may use to choose between alternatives.
+ARTIFACT_METRICS = ("accuracy", "top1_agreement", "latency_ms", "threads", "peak_memory_mb")
 
 
 def model_manifest(*, version: ModelVersion, request: HttpRequest) -> dict:
-    """Everything an app needs to download, verify and feed one model version."""
-    artifacts = [_artifact_entry(artifact, request) for artifact in version.artifacts.all()]
-    primary = artifacts[0]
+    """Everything an app needs to download, verify and feed one model version.
+
+    ``artifacts`` lists every offered file (the float model and its compressed alternatives),
+    per format the recommended one first. The top-level ``format``, ``sha256``, ``size``,
+    ``download_url`` and ``input`` describe the recommended ONNX file, so the simplest client
+    (and every app released before compression) keeps working unchanged.
+    """
+    ordered = sorted(
+        version.artifacts.all(),
+        key=lambda a: (_FORMAT_ORDER.get(a.format, len(_FORMAT_ORDER)), a.format, not a.recommended, a.size, a.variant),
+    )
+    artifacts = [_artifact_entry(artifact, version, request) for artifact in ordered]
+    primary = (
+        next((a for a in artifacts if a["recommended"] and a["format"] == "onnx"), None)
+        or next((a for a in artifacts if a["recommended"]), None)
+        or artifacts[0]
+    )
     return {
         "model": version.project.slug,
         "version": version.version,
         "created_at": version.created_at.isoformat(),
         "labels": version.labels,
-        "input": version.preprocessing,
+        "input": primary["input"],
         "metrics": {"holdout_accuracy": version.metrics.get("accuracy")},
         # The recommended file, repeated at the top level for the simplest clients.
         "format": primary["format"],
@@ -43,19 +62,28 @@ def model_manifest(*, version: ModelVersion, request: HttpRequest) -> dict:
     }
 
 
-def _artifact_entry(artifact: ModelArtifact, request: HttpRequest) -> dict:
+def _artifact_entry(artifact: ModelArtifact, version: ModelVersion, request: HttpRequest) -> dict:
     path = reverse(
         "mobile-model-download",
         kwargs={
-            "name": artifact.version.project.slug,
-            "version": artifact.version.version,
-            "variant": f"{artifact.format}-{artifact.precision}",
+            "name": version.project.slug,
+            "version": version.version,
+            "variant": f"{artifact.format}-{artifact.variant}",
         },
     )
+    runtime, delegate = RUNTIMES.get(artifact.format, (artifact.format, None))
+    measurements = artifact.measurements or {}
     return {
         "format": artifact.format,
+        "variant": artifact.variant,
         "precision": artifact.precision,
-        "runtime": RUNTIMES.get(artifact.format, artifact.format),
+        "recommended": artifact.recommended,
+        "runtime": runtime,
+        "delegate": delegate,
+        # The file's own input: a distilled student may take smaller images than the float model.
+        "input": artifact.preprocessing or version.preprocessing,
+        "companions": artifact.companions or [],
+        "metrics": {key: measurements.get(key) for key in ARTIFACT_METRICS},
         "size": artifact.size,
         "sha256": artifact.sha256,
         "download_url": request.build_absolute_uri(path),
@@ -107,8 +135,9 @@ class ModelDownloadApi(APIView):
 
     @extend_schema(responses={(200, "application/octet-stream"): bytes, 206: bytes, 302: None})
     def get(self, request: Request, name: str, version: int, variant: str) -> HttpResponse:
-        fmt, _, precision = variant.partition("-")
-        artifact = model_artifact_get(project_slug=name, version=version, format=fmt, precision=precision)
+        # "<format>-<variant>": the format has no "-", the variant may ("pte-pruned-int8").
+        fmt, _, variant_name = variant.partition("-")
+        artifact = model_artifact_get(project_slug=name, version=version, format=fmt, variant=variant_name)
         if artifact is None:
             raise Http404
         return stored_file_response(
@@ -118,3 +147,21 @@ class ModelDownloadApi(APIView):
             content_type="application/octet-stream",
             download_name=f"{name}-v{version}-{variant}.{fmt}",
         )
+
+
+class ModelCardApi(APIView):
+    """The model card of a version: every file that was built and measured, offered or not, and why."""
+
+    permission_classes = [AllowAny]
+    authentication_classes: list = []
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT})
+    def get(self, request: Request, name: str, version: int) -> HttpResponse:
+        found = model_version_get(project_slug=name, version=version)
+        if found is None:
+            raise NotFound(f"No version {version} of a model named {name!r}.", code="model_version_not_found")
+        body = json.dumps(found.model_card or {}, sort_keys=True).encode()
+        response = HttpResponse(body, content_type="application/json")
+        # A version never changes, nor does its card.
+        response["ETag"] = f'"{hashlib.sha256(body).hexdigest()[:32]}"'
+        return response

@@ -93,6 +93,7 @@ ROUTES = [
     # --- apps ---
     Route("get", "/api/mobile/v1/models/{project}/latest", everyone(200)),
     Route("get", "/api/mobile/v1/models/{project}/versions/1/onnx-fp32", everyone(200)),
+    Route("get", "/api/mobile/v1/models/{project}/versions/1/card", everyone(200)),
     Route("get", "/api/schema/", everyone(200)),
     Route("get", "/api/docs/", everyone(200)),
     # --- web pages ---
@@ -208,6 +209,7 @@ def _pattern_of(url: str) -> str:
         "{pending}": "<uuid:photo_id>", "{approved}": "<uuid:photo_id>", "{featured}": "<uuid:photo_id>",
         "{challenge}": "<int:challenge_id>", "{label}": "<int:label_id>", "{unsubscribe}": "<str:token>",
         "/1/onnx-fp32": "/<int:version>/<slug:variant>",
+        "/1/card": "/<int:version>/card",
     }
     for placeholder, converter in replacements.items():
         path = path.replace(placeholder, converter)

@@ -1,8 +1,8 @@
-"""Admin for the training app: runs (progress, decision, gate, pictures, cancel), policies, registry."""
+"""Admin for the training app: runs (progress, decision, gate, pictures, model card, cancel), policies, registry."""
 import json
 
 from django.contrib import admin, messages
-from django.http import Http404, HttpResponse
+from django.http import Http404, HttpResponse, JsonResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
@@ -18,7 +18,7 @@ class TrainingRunAdmin(admin.ModelAdmin):
     ]
     list_filter = ["project", "status", "trigger"]
     actions = ["cancel_runs"]
-    _shown = ["progress_percent", "decision_record", "gate_result", "pictures"]
+    _shown = ["progress_percent", "decision_record", "gate_result", "pictures", "card_section"]
     readonly_fields = _shown + [field.name for field in TrainingRun._meta.fields]
     fieldsets = [
         (None, {"fields": ["project", "night", "trigger", "status", "stage", "progress_percent", "message",
@@ -27,7 +27,9 @@ class TrainingRunAdmin(admin.ModelAdmin):
         ("Decision", {"fields": ["decision_record"]}),
         ("Champion / challenger gate", {"fields": ["gate_result"]}),
         ("Holdout and training curve", {"fields": ["pictures"]}),
-        ("Raw records", {"classes": ["collapse"], "fields": ["decision", "gate", "config", "metrics", "history"]}),
+        ("Model card", {"fields": ["card_section"]}),
+        ("Raw records", {"classes": ["collapse"],
+                         "fields": ["decision", "gate", "config", "metrics", "history", "model_card"]}),
     ]
 
     @admin.display(description="Progress")
@@ -75,6 +77,16 @@ class TrainingRunAdmin(admin.ModelAdmin):
             images.append(reverse("admin:training_trainingrun_curve", args=[run.pk]))
         return format_html_join(" ", '<img src="{}" alt="" style="max-width: 45%">', ((url,) for url in images))
 
+    @admin.display(description="Model card")
+    def card_section(self, run: TrainingRun) -> str:
+        if not run.pk or not run.model_card:
+            return "-"
+        return card_html(
+            run.model_card,
+            chart_url=reverse("admin:training_trainingrun_card_chart", args=[run.pk]),
+            json_url=reverse("admin:training_trainingrun_card_json", args=[run.pk]),
+        )
+
     @admin.action(description="Cancel selected runs (running ones stop at their next progress report)")
     def cancel_runs(self, request, queryset):
         runs = list(queryset)
@@ -90,7 +102,18 @@ class TrainingRunAdmin(admin.ModelAdmin):
         return [
             path("<int:run_id>/confusion.png", view(self.confusion_view), name="training_trainingrun_confusion"),
             path("<int:run_id>/curve.png", view(self.curve_view), name="training_trainingrun_curve"),
+            path("<int:run_id>/card.png", view(self.card_chart_view), name="training_trainingrun_card_chart"),
+            path("<int:run_id>/card.json", view(self.card_json_view), name="training_trainingrun_card_json"),
         ] + super().get_urls()
+
+    def card_chart_view(self, request, run_id: int) -> HttpResponse:
+        """Size and latency against accuracy of every file the run measured."""
+        run = self._run_for(request, run_id)
+        return _card_chart_response(run.model_card, title=f"Run {run.pk} model card")
+
+    def card_json_view(self, request, run_id: int) -> HttpResponse:
+        """The run's model card as JSON."""
+        return _card_json_response(self._run_for(request, run_id).model_card)
 
     def confusion_view(self, request, run_id: int) -> HttpResponse:
         """The holdout confusion matrix of the run (the torch model's), drawn from its stored metrics."""
@@ -128,13 +151,67 @@ def _score(value) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
+def _number(value, pattern: str = "{:.3f}", scale: float = 1.0) -> str:
+    return "-" if value is None else pattern.format(value * scale)
+
+
+_CARD_COLUMNS = (
+    "variant", "format", "precision", "status", "recommended", "size MB", "size ratio", "accuracy",
+    "loss (points)", "agreement", "max prob diff", "latency ms", "latency ratio", "peak MB", "reason",
+)
+
+
+def card_html(card: dict, *, chart_url: str, json_url: str) -> str:
+    """A model card as an HTML table plus its chart; every value is escaped (format_html_join)."""
+    float_model, policy = card.get("float") or {}, card.get("policy") or {}
+    rows = (
+        (
+            row.get("variant", ""), row.get("format", ""), row.get("precision", ""), row.get("status", ""),
+            "\u2605" if row.get("recommended") else "",
+            _number(row.get("size"), "{:.2f}", 1e-6), _number(row.get("size_ratio"), "{:.2f}"),
+            _number(row.get("accuracy")), _number(row.get("accuracy_loss"), "{:.2f}", 100.0),
+            _number(row.get("top1_agreement")), _number(row.get("max_prob_diff"), "{:.4f}"),
+            _number(row.get("latency_ms"), "{:.1f}"), _number(row.get("latency_ratio"), "{:.2f}"),
+            _number(row.get("peak_memory_mb"), "{:.0f}"), row.get("reason", ""),
+        )
+        for row in card.get("variants") or []
+    )
+    cells = "".join("<td>{}</td>" for _ in _CARD_COLUMNS)
+    body = format_html_join("", "<tr>" + cells + "</tr>", rows)
+    head = format_html_join("", "<th>{}</th>", ((name,) for name in _CARD_COLUMNS))
+    return format_html(
+        "<p>Float model: holdout accuracy {}, latency {} ms ({} thread(s)); allowed loss {} points, "
+        "minimum agreement {}; published: {}. <a href=\"{}\">card.json</a></p>"
+        "<table><thead><tr>{}</tr></thead><tbody>{}</tbody></table>"
+        '<p><img src="{}" alt="size and latency against holdout accuracy" style="max-width: 100%"></p>',
+        _number(float_model.get("accuracy")), _number(float_model.get("latency_ms"), "{:.1f}"),
+        float_model.get("threads", "-"), _number(policy.get("max_accuracy_loss"), "{:.2f}", 100.0),
+        policy.get("min_agreement", "-"), "yes" if card.get("published") else "no", json_url,
+        head, body, chart_url,
+    )
+
+
+def _card_chart_response(card: dict, *, title: str) -> HttpResponse:
+    from training.charts import card_chart_png
+
+    if not card:
+        raise Http404("No model card.")
+    return HttpResponse(card_chart_png(card, title=title), content_type="image/png")
+
+
+def _card_json_response(card: dict) -> HttpResponse:
+    if not card:
+        raise Http404("No model card.")
+    return JsonResponse(card, json_dumps_params={"indent": 2, "sort_keys": True})
+
+
 @admin.register(TrainingPolicy)
 class TrainingPolicyAdmin(admin.ModelAdmin):
     """Per-project overrides; each run records the one in force in its decision."""
 
-    list_display = ["project", "strategy_override", "updated_at"]
+    list_display = ["project", "strategy_override", "compression_variants", "max_accuracy_loss_points", "updated_at"]
     list_select_related = ["project"]
-    fields = ["project", "strategy_override", "note"]
+    fields = ["project", "strategy_override", "note", "compression_variants", "max_accuracy_loss_points"]
 
 
 @admin.register(DatasetSnapshot)
@@ -149,7 +226,9 @@ class DatasetSnapshotAdmin(admin.ModelAdmin):
 class ModelArtifactInline(admin.TabularInline):
     model = ModelArtifact
     extra = 0
-    readonly_fields = ["format", "precision", "file", "size", "sha256", "verification"]
+    fields = ["format", "variant", "precision", "recommended", "file", "size", "sha256", "preprocessing",
+              "companions", "verification"]
+    readonly_fields = fields
     can_delete = False
 
     def has_add_permission(self, request, obj=None):
@@ -162,8 +241,46 @@ class ModelVersionAdmin(admin.ModelAdmin):
 
     list_display = ["project", "version", "created_at", "accuracy"]
     list_filter = ["project"]
-    readonly_fields = [field.name for field in ModelVersion._meta.fields]
+    readonly_fields = [field.name for field in ModelVersion._meta.fields] + ["card_section"]
+    fieldsets = [
+        (None, {"fields": ["project", "version", "created_at", "run", "snapshot", "labels", "preprocessing",
+                           "metrics"]}),
+        ("Model card", {"fields": ["card_section"]}),
+        ("Raw model card", {"classes": ["collapse"], "fields": ["model_card"]}),
+    ]
     inlines = [ModelArtifactInline]
+
+    @admin.display(description="Model card")
+    def card_section(self, version: ModelVersion) -> str:
+        if not version.pk or not version.model_card:
+            return "-"
+        return card_html(
+            version.model_card,
+            chart_url=reverse("admin:training_modelversion_card_chart", args=[version.pk]),
+            json_url=reverse("admin:training_modelversion_card_json", args=[version.pk]),
+        )
+
+    def get_urls(self):
+        view = self.admin_site.admin_view
+        return [
+            path("<int:version_id>/card.png", view(self.card_chart_view), name="training_modelversion_card_chart"),
+            path("<int:version_id>/card.json", view(self.card_json_view), name="training_modelversion_card_json"),
+        ] + super().get_urls()
+
+    def card_chart_view(self, request, version_id: int) -> HttpResponse:
+        """Size and latency against accuracy of every file measured for this version."""
+        version = self._version_for(request, version_id)
+        return _card_chart_response(version.model_card, title=f"{version} model card")
+
+    def card_json_view(self, request, version_id: int) -> HttpResponse:
+        """The version's model card as JSON."""
+        return _card_json_response(self._version_for(request, version_id).model_card)
+
+    def _version_for(self, request, version_id: int) -> ModelVersion:
+        version = ModelVersion.objects.select_related("project").filter(pk=version_id).first()
+        if version is None or not self.has_view_permission(request, version):
+            raise Http404("No such version.")
+        return version
 
     @admin.display(description="Holdout accuracy")
     def accuracy(self, version: ModelVersion) -> str:

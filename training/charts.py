@@ -1,4 +1,4 @@
-"""PNG pictures of a training run for the admin: confusion matrix and training curves.
+"""PNG pictures of a training run for the admin: confusion matrix, training curves, model card.
 
 Drawn from the run's stored metrics and history, so any finished run can be shown later.
 The ML core's renderer (``training.ml.plots``, matplotlib Agg) draws them; a plain Pillow
@@ -28,6 +28,69 @@ def curve_png(*, history: Sequence[dict], best_epoch: int | None = None, title: 
         return training_curves_png(history=list(history), best_epoch=best_epoch, title=title)
     except ImportError:
         return _curve_pillow(history=history)
+
+
+# format -> (colour, marker) of its points in the model card chart
+_CARD_STYLE = {"onnx": ("tab:blue", "o"), "pte": ("tab:orange", "s")}
+
+
+def card_chart_png(card: dict, *, title: str | None = None, dpi: int = 100) -> bytes:
+    """The model card as two panels: size (MB) and latency (ms) against holdout accuracy.
+
+    One marker per measured file, coloured and shaped by format; offered files filled,
+    rejected ones hollow; recommended ones annotated; a dashed line at the lowest accuracy
+    the policy accepts (float accuracy minus the allowed loss).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    rows = [r for r in card.get("variants") or [] if r.get("accuracy") is not None]
+    float_accuracy = (card.get("float") or {}).get("accuracy")
+    allowed = (card.get("policy") or {}).get("max_accuracy_loss")
+    figure = Figure(figsize=(11, 4.5), layout="constrained")
+    FigureCanvasAgg(figure)
+    panels = figure.subplots(1, 2)
+    for axes, key, xlabel in (
+        (panels[0], "size", "file size (MB)"),
+        (panels[1], "latency_ms", "latency per photo (ms)"),
+    ):
+        for fmt, (colour, marker) in _CARD_STYLE.items():
+            for offered in (True, False):
+                points = [
+                    r for r in rows
+                    if r.get("format") == fmt and (r.get("status") == "offered") == offered and r.get(key) is not None
+                ]
+                if not points:
+                    continue
+                xs = [_card_x(r, key) for r in points]
+                axes.scatter(
+                    xs, [r["accuracy"] for r in points], s=55, marker=marker, linewidths=1.5,
+                    facecolors=colour if offered else "none", edgecolors=colour,
+                    label=f"{fmt} {'offered' if offered else 'rejected'}",
+                )
+                for r, x in zip(points, xs):
+                    text = r.get("variant", "") + (" \u2605" if r.get("recommended") else "")
+                    axes.annotate(
+                        text, (x, r["accuracy"]), textcoords="offset points", xytext=(5, 4), fontsize=8,
+                        fontweight="bold" if r.get("recommended") else "normal",
+                    )
+        if float_accuracy is not None and allowed is not None:
+            axes.axhline(float_accuracy - allowed, color="grey", linestyle="--", linewidth=1,
+                         label=f"lowest accepted ({(float_accuracy - allowed):.3f})")
+        axes.set_xlabel(xlabel)
+        axes.set_ylabel("holdout accuracy")
+        axes.grid(True, alpha=0.3)
+        if axes.get_legend_handles_labels()[0]:
+            axes.legend(fontsize=8, loc="lower right")
+    threads = (card.get("float") or {}).get("threads")
+    figure.suptitle(title or f"Model card: size and latency vs accuracy{f' ({threads} thread(s))' if threads else ''}")
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi, metadata={"Software": None})
+    return buffer.getvalue()
+
+
+def _card_x(row: dict, key: str) -> float:
+    return row[key] / 1e6 if key == "size" else float(row[key])
 
 
 def _confusion_pillow(*, confusion: Sequence[Sequence[int]], labels: Sequence[str]) -> bytes:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 
@@ -40,6 +41,7 @@ class TrainingRun(TimeStampedModel):
         SUCCEEDED = "succeeded", "Succeeded (published)"
         SKIPPED = "skipped", "Skipped (nothing to do)"
         REFUSED = "refused", "Refused by the gate (worse than the current release)"
+        UNPUBLISHED = "unpublished", "Not published (no file passed the checks)"
         CANCELLED = "cancelled", "Cancelled by an admin"
         FAILED = "failed", "Failed"
 
@@ -73,7 +75,13 @@ class TrainingRun(TimeStampedModel):
     cancel_requested = models.BooleanField(
         default=False, help_text="Set by an admin; the worker stops at its next progress report."
     )
-    message = models.TextField(blank=True, help_text="Why it was skipped, refused, cancelled or failed.")
+    model_card = models.JSONField(
+        default=dict, blank=True,
+        help_text="Every compressed file that was attempted, measured on the holdout, and the policy's verdict.",
+    )
+    message = models.TextField(
+        blank=True, help_text="Why it was skipped, refused, not published, cancelled or failed."
+    )
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -108,9 +116,42 @@ class TrainingPolicy(TimeStampedModel):
     project = models.OneToOneField(Project, on_delete=models.CASCADE, related_name="training_policy")
     strategy_override = models.CharField(max_length=32, choices=Strategy.choices, default="", blank=True)
     note = models.TextField(blank=True, help_text="Why the override (shown in each run's decision record).")
+    compression_variants = models.JSONField(
+        default=list, blank=True,
+        help_text='Compressed variants to build, e.g. ["fp32", "int8"] (fp32 is required); empty: the site default.',
+    )
+    max_accuracy_loss_points = models.FloatField(
+        null=True, blank=True,
+        help_text="Holdout accuracy points a compressed file may lose against the float model; "
+        "empty: the site default (1 point).",
+    )
 
     class Meta:
         verbose_name_plural = "training policies"
+
+    def clean(self) -> None:
+        from training.ml.config import COMPRESSION_VARIANTS  # pure Python, no torch
+
+        errors = {}
+        if self.compression_variants is None:  # an emptied admin field: the site default
+            self.compression_variants = []
+        variants = self.compression_variants
+        if variants:
+            if not isinstance(variants, list) or not all(isinstance(v, str) for v in variants):
+                errors["compression_variants"] = "A list of variant names."
+            else:
+                unknown = sorted(set(variants) - set(COMPRESSION_VARIANTS))
+                if unknown:
+                    errors["compression_variants"] = (
+                        f"Unknown variants {unknown}; known: {', '.join(COMPRESSION_VARIANTS)}."
+                    )
+                elif "fp32" not in variants:
+                    errors["compression_variants"] = "fp32 (the float model itself) is always built: include it."
+        points = self.max_accuracy_loss_points
+        if points is not None and not 0.0 <= points < 100.0:
+            errors["max_accuracy_loss_points"] = "Between 0 and 100 (exclusive) points."
+        if errors:
+            raise ValidationError(errors)
 
     def __str__(self) -> str:
         return f"{self.project.slug} policy ({self.strategy_override or 'auto'})"
@@ -127,6 +168,9 @@ class ModelVersion(models.Model):
     labels = models.JSONField(help_text="Output index -> label name.")
     preprocessing = models.JSONField(help_text="Exactly how to feed the model.")
     metrics = models.JSONField(help_text="Holdout metrics of the float model.")
+    model_card = models.JSONField(
+        default=dict, blank=True, help_text="Every compressed file measured on the holdout (the run's model card)."
+    )
 
     class Meta:
         ordering = ["project", "-version"]
@@ -138,21 +182,30 @@ class ModelVersion(models.Model):
 
 
 class ModelArtifact(models.Model):
-    """One file of a version, in one format and precision, verified by its own runtime."""
+    """One file of a version: one variant (fp32, int8, pruned, ...) in one format, measured by its runtime."""
 
     version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="artifacts")
-    format = models.CharField(max_length=16, help_text="onnx")
-    precision = models.CharField(max_length=16, help_text="fp32")
+    format = models.CharField(max_length=16, help_text="onnx or pte")
+    variant = models.CharField(
+        max_length=32, default="fp32", help_text="fp32, fp16, int8, pruned, pruned-int8, distilled, distilled-int8"
+    )
+    precision = models.CharField(max_length=16, help_text="fp32, fp16 or int8")
+    recommended = models.BooleanField(default=False, help_text="The smallest offered file of its format.")
     file = models.FileField(max_length=300)
     size = models.PositiveBigIntegerField()
     sha256 = models.CharField(max_length=64)
+    preprocessing = models.JSONField(
+        default=dict, blank=True, help_text="How to feed this file (a distilled student may take smaller images)."
+    )
+    companions = models.JSONField(default=list, blank=True, help_text="Other files this one needs ([]: none).")
+    measurements = models.JSONField(default=dict, blank=True, help_text="Its model card row (holdout measurements).")
     verification = models.JSONField(help_text="What loading the stored bytes with the runtime showed.")
 
     class Meta:
-        ordering = ["version", "format", "precision"]
+        ordering = ["version", "format", "-recommended", "size", "variant"]
         constraints = [
-            models.UniqueConstraint(fields=["version", "format", "precision"], name="artifact_unique_variant")
+            models.UniqueConstraint(fields=["version", "format", "variant"], name="artifact_unique_format_variant")
         ]
 
     def __str__(self) -> str:
-        return f"{self.version} {self.format}/{self.precision}"
+        return f"{self.version} {self.format}/{self.variant}"

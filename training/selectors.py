@@ -17,13 +17,22 @@ def model_version_get_latest(*, project_slug: str) -> ModelVersion | None:
     )
 
 
-def model_artifact_get(*, project_slug: str, version: int, format: str, precision: str) -> ModelArtifact | None:
-    """One stored file of a published version."""
+def model_artifact_get(*, project_slug: str, version: int, format: str, variant: str) -> ModelArtifact | None:
+    """One stored file of a published version: its format ("onnx", "pte") and variant ("fp32", "int8", ...)."""
     return (
         ModelArtifact.objects.filter(
-            version__project__slug=project_slug, version__version=version, format=format, precision=precision
+            version__project__slug=project_slug, version__version=version, format=format, variant=variant
         )
         .select_related("version__project")
+        .first()
+    )
+
+
+def model_version_get(*, project_slug: str, version: int) -> ModelVersion | None:
+    """One published version of a project's model (the same projects as the manifest)."""
+    return (
+        ModelVersion.objects.filter(project__slug=project_slug, project__is_active=True, version=version)
+        .select_related("project")
         .first()
     )
 

@@ -1,4 +1,4 @@
-"""The nightly training job: claim, snapshot, train, verify, publish.
+"""The nightly training job: claim, snapshot, train, verify, gate, compress, publish.
 
 torch is imported lazily (inside `_pipeline_run`) so the web process, which imports this
 module through the admin and the API, never loads it.
@@ -186,7 +186,8 @@ def training_run_execute(
     """Run the whole job for one project (the nightly task and `train_now` both call this).
 
     Ends as succeeded (published), skipped (not enough data), refused (the gate kept the
-    current release), cancelled (an admin asked) or failed; only "succeeded" publishes.
+    current release), unpublished (no compressed file, not even fp32, passed the checks),
+    cancelled (an admin asked) or failed; only "succeeded" publishes.
     """
     night = night or project_today(project=project)
     run = training_run_claim(project=project, night=night, trigger=trigger, requested_by=requested_by)
@@ -208,7 +209,7 @@ def training_run_execute(
         _cancel_check(run)
         # Everything the pipeline writes lives in this folder and goes with it, whatever happens.
         with tempfile.TemporaryDirectory(prefix="training-run-") as tmp:
-            result = _pipeline_run(run=run, snapshot=snapshot, out_dir=Path(tmp), on_progress=on_progress)
+            result, samples = _pipeline_run(run=run, snapshot=snapshot, out_dir=Path(tmp), on_progress=on_progress)
             run.metrics = {
                 **result.metrics.to_dict(),
                 "exported_file": result.onnx_metrics.to_dict(),
@@ -222,10 +223,20 @@ def training_run_execute(
                 on_progress(run)
             run.gate = training_run_gate(project=project, snapshot=snapshot, candidate=result.onnx_metrics.to_dict())
             if run.gate["outcome"] == GATE_REFUSED:
+                # Compression takes minutes: a refused model is not worth them.
                 return _finish(run, status=TrainingRun.Status.REFUSED, message=run.gate["reason"])
             _cancel_check(run)
-            _save_progress(run, stage="publish", progress=0.96, force=True)
-            version = model_version_publish(run=run, snapshot=snapshot, result=result)
+            compression = _compression_run(
+                run=run, result=result, samples=samples, out_dir=Path(tmp), on_progress=on_progress
+            )
+            run.model_card = _json_ready(compression.card)
+            if not compression.published:
+                return _finish(
+                    run, status=TrainingRun.Status.UNPUBLISHED, message=_unpublished_reason(compression.card)
+                )
+            _cancel_check(run)
+            _save_progress(run, stage="publish", progress=0.99, force=True)
+            version = model_version_publish(run=run, snapshot=snapshot, result=result, compression=compression)
         return _finish(run, status=TrainingRun.Status.SUCCEEDED, message=f"Published version {version.version}.")
     except RunCancelled as exc:
         logger.info("training run %s cancelled", run.pk)
@@ -299,11 +310,11 @@ def training_run_gate(*, project: Project, snapshot: DatasetSnapshot, candidate:
     )
     if champion is None:
         return {**record, "outcome": GATE_SKIPPED, "reason": "No published version yet: nothing to compare with."}
-    artifact = next((a for a in champion.artifacts.all() if a.format == "onnx" and a.precision == "fp32"), None)
-    artifact = artifact or next((a for a in champion.artifacts.all() if a.format == "onnx"), None)
+    # The release's float file, never a compressed one: the gate compares float models.
+    artifact = next((a for a in champion.artifacts.all() if a.format == "onnx" and a.variant == "fp32"), None)
     record["champion"] = {"version": champion.version, "labels": _label_names(champion.labels)}
     if artifact is None:
-        return {**record, "outcome": GATE_SKIPPED, "reason": f"Version {champion.version} has no ONNX file."}
+        return {**record, "outcome": GATE_SKIPPED, "reason": f"Version {champion.version} has no fp32 ONNX file."}
     record["champion"]["artifact_sha256"] = artifact.sha256
 
     candidate_labels = list(candidate["labels"])
@@ -377,7 +388,7 @@ def _champion_predict(*, version: ModelVersion, artifact: ModelArtifact, entries
     probabilities = onnx_predict_images(
         path_or_bytes=session,
         images=[_opener(photos[uuid.UUID(e["photo"])].image.name) for e in entries],
-        preprocessing=Preprocessing.from_manifest(version.preprocessing),
+        preprocessing=Preprocessing.from_manifest(artifact.preprocessing or version.preprocessing),
     )
     names = _label_names(version.labels)
     return [names[i] for i in probabilities.argmax(axis=1).tolist()]
@@ -429,8 +440,15 @@ def _manifest_entries(snapshot: DatasetSnapshot) -> list[dict]:
     return entries
 
 
-def model_version_publish(*, run: TrainingRun, snapshot: DatasetSnapshot, result) -> ModelVersion:
-    """Store the verified file and create the next immutable version, all or nothing."""
+def model_version_publish(*, run: TrainingRun, snapshot: DatasetSnapshot, result, compression) -> ModelVersion:
+    """Store every offered file as one new immutable version, all or nothing.
+
+    ``result`` is the training result (float model metrics and preprocessing), ``compression``
+    the ``CompressionResult``: its offered artifacts become the version's files (the float model
+    and its compressed alternatives), its card is kept with the version. Each stored object is
+    read back and its sha256 compared with the measured file's: what apps download is exactly
+    what was measured. Any failure removes the objects already stored and creates no row.
+    """
     project = run.project
     stored: list[str] = []
     try:
@@ -447,29 +465,129 @@ def model_version_publish(*, run: TrainingRun, snapshot: DatasetSnapshot, result
                 labels=list(result.labels),
                 preprocessing=result.preprocessing.to_manifest(),
                 metrics=result.metrics.to_dict(),
+                model_card=_json_ready(compression.card),
             )
-            name = f"models/{project.slug}/v{number}/{project.slug}-v{number}-fp32.onnx"
-            with open(result.artifact_path, "rb") as fh:
-                saved = default_storage.save(name, File(fh))
-            stored.append(saved)
-            ModelArtifact.objects.create(
-                version=version,
-                format="onnx",
-                precision="fp32",
-                file=saved,
-                size=result.artifact_size,
-                sha256=result.artifact_sha256,
-                verification=result.verification,
-            )
+            for artifact in compression.artifacts:
+                stem = f"{project.slug}-v{number}-{artifact.variant}"
+                name = f"models/{project.slug}/v{number}/{stem}.{artifact.extension}"
+                with open(artifact.path, "rb") as fh:
+                    saved = default_storage.save(name, File(fh))
+                stored.append(saved)
+                _stored_sha256_check(name=saved, expected=artifact.sha256)
+                ModelArtifact.objects.create(
+                    version=version,
+                    format=artifact.format,
+                    variant=artifact.variant,
+                    precision=artifact.precision,
+                    recommended=artifact.recommended,
+                    file=saved,
+                    size=artifact.size,
+                    sha256=artifact.sha256,
+                    preprocessing=artifact.preprocessing,
+                    companions=list(artifact.companions),
+                    measurements=_json_ready(artifact.measurements),
+                    verification=_json_ready(artifact.measurements),
+                )
         return version
     except BaseException:
-        # The row never committed, so the object would be an orphan: remove it.
+        # The rows never committed, so the objects would be orphans: remove them.
         for name in stored:
             default_storage.delete(name)
         raise
 
 
+class StoredFileMismatch(Exception):
+    """The bytes read back from storage are not the bytes that were measured."""
+
+
+def _stored_sha256_check(*, name: str, expected: str) -> None:
+    digest = hashlib.sha256()
+    with default_storage.open(name, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    if digest.hexdigest() != expected:
+        raise StoredFileMismatch(
+            f"{name}: stored bytes have sha256 {digest.hexdigest()[:12]}, the measured file {expected[:12]}"
+        )
+
+
+def compression_config_for(project: Project):
+    """The CompressionConfig of a project: site settings, narrowed by its TrainingPolicy."""
+    from training.ml.config import CompressionConfig
+
+    variants = tuple(settings.PLATFORM_COMPRESSION_VARIANTS)
+    points = float(settings.PLATFORM_MAX_ACCURACY_LOSS_POINTS)
+    policy = TrainingPolicy.objects.filter(project=project).first()
+    if policy is not None:
+        if policy.compression_variants:
+            variants = tuple(policy.compression_variants)
+        if policy.max_accuracy_loss_points is not None:
+            points = float(policy.max_accuracy_loss_points)
+    return CompressionConfig(
+        variants=variants,
+        formats=tuple(settings.PLATFORM_COMPRESSION_FORMATS),
+        max_accuracy_loss=points / 100.0,
+        prune_macs_ratio=float(settings.PLATFORM_PRUNE_MACS_RATIO),
+        distill_min_train_photos=int(settings.PLATFORM_DISTILL_MIN_TRAIN_PHOTOS),
+        latency_threads=int(settings.PLATFORM_LATENCY_THREADS),
+    )
+
+
+def _compression_run(*, run: TrainingRun, result, samples: list, out_dir: Path, on_progress):
+    """Build, measure and judge the compressed variants of the trained model (run progress 95-99%)."""
+    # Looked up at call time: tests replace training.ml.compress.compression_pipeline.
+    from training.ml import compress
+
+    config = compression_config_for(run.project)
+    run.config = {**run.config, "compression": _json_ready(dataclasses.asdict(config))}
+    _save_progress(run, stage="compress", progress=0.95, force=True)
+
+    def progress(stage: str, fraction: float) -> None:
+        start, width = _COMPRESSION_STAGES.get(stage, (0.0, 0.0))
+        _save_progress(run, stage=stage, progress=0.95 + 0.04 * (start + width * max(0.0, min(1.0, fraction))))
+        _cancel_check(run)
+        if on_progress is not None:
+            on_progress(run)
+
+    return compress.compression_pipeline(
+        model=result.model,
+        float_onnx=result.artifact_path,
+        labels=list(result.labels),
+        preprocessing=result.preprocessing,
+        train=[s for s in samples if s.split == "train"],
+        holdout=[s for s in samples if s.split == "holdout"],
+        out_dir=out_dir,
+        config=config,
+        progress=progress,
+        num_threads=_torch_threads(),
+    )
+
+
+# Compression stages within the run's 95-99%: building takes most of the time.
+_COMPRESSION_STAGES = {"compress": (0.0, 0.75), "measure": (0.75, 0.25)}
+
+
+def _unpublished_reason(card: dict) -> str:
+    """Why nothing was offered: the fp32 rows' reasons (the float model's own files), else every row's."""
+    rows = card.get("variants") or []
+    named = [r for r in rows if r.get("variant") == "fp32"] or rows
+    reasons = "; ".join(
+        f"{r.get('variant')}/{r.get('format')} {r.get('status')}: {r.get('reason') or 'no reason given'}" for r in named
+    )
+    return "No file passed the checks, nothing was published" + (f" ({reasons})." if reasons else ".")
+
+
+def _json_ready(value):
+    """``value`` as it reads back from a JSONField (tuples become lists): memory and database agree."""
+    return json.loads(json.dumps(value))
+
+
+def _torch_threads() -> int:
+    return settings.PLATFORM_TORCH_THREADS or os.cpu_count() or 1
+
+
 def _pipeline_run(*, run: TrainingRun, snapshot: DatasetSnapshot, out_dir: Path, on_progress):
+    """Train, evaluate, export and verify the float model; return (result, the Sample list it used)."""
     import torch
 
     from training.feature_cache import StorageExportCache, StorageFeatureCache
@@ -478,7 +596,7 @@ def _pipeline_run(*, run: TrainingRun, snapshot: DatasetSnapshot, out_dir: Path,
     from training.ml.strategies import StrategyThresholds
     from training.ml.transfer import transfer_pipeline
 
-    threads = settings.PLATFORM_TORCH_THREADS or os.cpu_count() or 1
+    threads = _torch_threads()
     torch.set_num_threads(threads)
     labels = sorted(snapshot.label_counts)
     index = {name: i for i, name in enumerate(labels)}
@@ -541,7 +659,8 @@ def _pipeline_run(*, run: TrainingRun, snapshot: DatasetSnapshot, out_dir: Path,
     )
     run.decision = {**(result.decision or {}), "strategy": (result.decision or {}).get("choice"), **context}
     run.config = {**run.config, **{k: v for k, v in result.config.items() if k not in run.config}}
-    return result
+    # The same samples (and their openers) feed the compression stage: calibration and holdout.
+    return result, samples
 
 
 def _strategy_override(*, project: Project) -> dict:
@@ -623,7 +742,7 @@ def _finish(run: TrainingRun, *, status: str, message: str) -> TrainingRun:
     run.save(
         update_fields=[
             "status", "message", "finished_at", "heartbeat_at", "stage", "progress", "snapshot",
-            "decision", "config", "metrics", "history", "gate", "updated_at",
+            "decision", "config", "metrics", "history", "gate", "model_card", "updated_at",
         ]
     )
     _last_saved.pop(run.pk, None)

@@ -273,6 +273,23 @@ PLATFORM_GATE_TOLERANCE_PER_LABEL = env.float("PLATFORM_GATE_TOLERANCE_PER_LABEL
 # training/ml/similarity.py) is at least this. Admins can override per project (TrainingPolicy).
 PLATFORM_STRATEGY_LARGE_PER_LABEL = env.int("PLATFORM_STRATEGY_LARGE_PER_LABEL", default=200)
 PLATFORM_STRATEGY_SIMILARITY_MIN_SCORE = env.float("PLATFORM_STRATEGY_SIMILARITY_MIN_SCORE", default=0.0)
+# Compression (training/ml/compress.py): after the gate, the float model is turned into these
+# variants, in these formats (onnx: onnxruntime, pte: ExecuTorch with XNNPACK); every file is
+# measured on the holdout and apps are offered those within the policy. Admins can narrow the
+# variants and the allowed loss per project (TrainingPolicy).
+from training.ml.config import COMPRESSION_FORMATS, COMPRESSION_VARIANTS  # noqa: E402 (pure Python, no torch)
+
+PLATFORM_COMPRESSION_VARIANTS = env.list("PLATFORM_COMPRESSION_VARIANTS", default=list(COMPRESSION_VARIANTS))
+PLATFORM_COMPRESSION_FORMATS = env.list("PLATFORM_COMPRESSION_FORMATS", default=list(COMPRESSION_FORMATS))
+# A compressed file is offered only if its holdout accuracy is at most this many points (of
+# 100) below the float model's.
+PLATFORM_MAX_ACCURACY_LOSS_POINTS = env.float("PLATFORM_MAX_ACCURACY_LOSS_POINTS", default=1.0)
+# Pruned variants keep this share of the float model's multiply-adds.
+PLATFORM_PRUNE_MACS_RATIO = env.float("PLATFORM_PRUNE_MACS_RATIO", default=0.6)
+# Below this many training photos no distilled student is built (it would learn the photos).
+PLATFORM_DISTILL_MIN_TRAIN_PHOTOS = env.int("PLATFORM_DISTILL_MIN_TRAIN_PHOTOS", default=1000)
+# Threads of every latency figure in the model card (phones run models on 1-4 big cores).
+PLATFORM_LATENCY_THREADS = env.int("PLATFORM_LATENCY_THREADS", default=1)
 
 LOGGING = {
     "version": 1,

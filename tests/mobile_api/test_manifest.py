@@ -100,3 +100,98 @@ def test_openapi_schema_and_docs_page(api):
         assert path in paths
     docs = api.get("/api/docs/")
     assert docs.status_code == 200 and b"swagger" in docs.content.lower()
+
+
+def publish_alternatives(project, number: int = 1) -> ModelVersion:
+    """A version with the float model and compressed alternatives in two formats, as the job writes them.
+
+    The .pte payloads are placeholder bytes: these tests store, list and serve them, never run them.
+    """
+    version = publish(project, number, b"fp32 onnx" * 400)
+    version.artifacts.update(recommended=False, preprocessing=PREPROCESSING, measurements={"accuracy": 0.95})
+    version.model_card = {"schema": 1, "published": True, "variants": [{"variant": "int8", "format": "pte"}]}
+    version.save()
+    student = {**PREPROCESSING, "input_size": 160, "resize": 183}
+    for variant, fmt, precision, payload, recommended, preprocessing in [
+        ("int8", "onnx", "int8", b"int8 onnx" * 100, False, PREPROCESSING),
+        ("distilled-int8", "onnx", "int8", b"student" * 50, True, student),
+        ("fp32", "pte", "fp32", b"fp32 pte" * 400, False, PREPROCESSING),
+        ("int8", "pte", "int8", bytes(range(256)) * 4, True, PREPROCESSING),
+        ("pruned-int8", "pte", "int8", b"pruned pte" * 120, False, PREPROCESSING),
+    ]:
+        name = default_storage.save(f"models/{project.slug}/v{number}/{variant}.{fmt}", ContentFile(payload))
+        ModelArtifact.objects.create(
+            version=version, format=fmt, variant=variant, precision=precision, recommended=recommended, file=name,
+            size=len(payload), sha256=hashlib.sha256(payload).hexdigest(), preprocessing=preprocessing,
+            measurements={"accuracy": 0.94, "top1_agreement": 0.98, "latency_ms": 4.5, "threads": 1,
+                          "peak_memory_mb": 31.0, "status": "offered"},
+            verification={},
+        )
+    return version
+
+
+def test_the_manifest_lists_every_alternative_recommended_first_per_format(api, project):
+    publish_alternatives(project)
+
+    manifest = api.get("/api/mobile/v1/models/ants-bees/latest").json()
+
+    order = [(a["format"], a["variant"]) for a in manifest["artifacts"]]
+    assert order == [("onnx", "distilled-int8"), ("onnx", "int8"), ("onnx", "fp32"),
+                     ("pte", "int8"), ("pte", "pruned-int8"), ("pte", "fp32")]
+    entries = {(a["format"], a["variant"]): a for a in manifest["artifacts"]}
+    student = entries[("onnx", "distilled-int8")]
+    assert student["recommended"] is True and student["precision"] == "int8"
+    assert student["input"]["input_size"] == 160  # the student's own input, not the float model's
+    assert student["runtime"] == "onnxruntime" and student["delegate"] is None and student["companions"] == []
+    assert student["metrics"] == {"accuracy": 0.94, "top1_agreement": 0.98, "latency_ms": 4.5, "threads": 1,
+                                  "peak_memory_mb": 31.0}
+    pte = entries[("pte", "int8")]
+    assert pte["runtime"] == "executorch" and pte["delegate"] == "xnnpack" and pte["recommended"] is True
+    assert pte["download_url"].endswith("/api/mobile/v1/models/ants-bees/versions/1/pte-int8")
+    assert entries[("onnx", "fp32")]["download_url"].endswith("/versions/1/onnx-fp32")  # unchanged for old apps
+    assert entries[("onnx", "fp32")]["metrics"]["latency_ms"] is None
+    # The top level is the recommended ONNX file, with its own input.
+    assert (manifest["format"], manifest["sha256"], manifest["size"]) == ("onnx", student["sha256"], student["size"])
+    assert manifest["download_url"] == student["download_url"] and manifest["input"]["input_size"] == 160
+
+
+def test_without_a_recommended_onnx_the_top_level_is_the_first_recommended_file(api, project):
+    version = publish_alternatives(project)
+    version.artifacts.filter(format="onnx").delete()
+
+    manifest = api.get("/api/mobile/v1/models/ants-bees/latest").json()
+
+    assert manifest["format"] == "pte" and manifest["download_url"].endswith("/versions/1/pte-int8")
+
+
+def test_download_by_format_and_variant_slug_with_ranges(api, project):
+    publish_alternatives(project)
+    payload = bytes(range(256)) * 4
+
+    full = api.get("/api/mobile/v1/models/ants-bees/versions/1/pte-int8")
+    assert full.status_code == 200 and b"".join(full.streaming_content) == payload
+    part = api.get("/api/mobile/v1/models/ants-bees/versions/1/pte-int8", HTTP_RANGE="bytes=1000-")
+    assert part.status_code == 206 and part["Content-Range"] == f"bytes 1000-{len(payload) - 1}/{len(payload)}"
+    assert b"".join(part.streaming_content) == payload[1000:]
+    # The variant may hold a "-": the slug splits on the first one only.
+    pruned = api.get("/api/mobile/v1/models/ants-bees/versions/1/pte-pruned-int8")
+    assert pruned.status_code == 200 and b"".join(pruned.streaming_content) == b"pruned pte" * 120
+
+    for slug in ("onnx-int4", "pte-fp16", "int8", "tflite-int8"):
+        response = api.get(f"/api/mobile/v1/models/ants-bees/versions/1/{slug}")
+        assert response.status_code == 404 and response.json()["error"]["code"] == "not_found", slug
+
+
+def test_the_card_endpoint_serves_the_version_card(api, project):
+    version = publish_alternatives(project)
+
+    response = api.get("/api/mobile/v1/models/ants-bees/versions/1/card")
+    assert response.status_code == 200 and response["Content-Type"] == "application/json"
+    assert response.json() == version.model_card
+
+    for url in ("/api/mobile/v1/models/ants-bees/versions/9/card", "/api/mobile/v1/models/wasps/versions/1/card"):
+        missing = api.get(url)
+        assert missing.status_code == 404 and missing.json()["error"]["code"] == "model_version_not_found"
+
+    schema = api.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    assert "/api/mobile/v1/models/{name}/versions/{version}/card" in schema["paths"]

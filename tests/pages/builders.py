@@ -64,7 +64,7 @@ def make_model_version(*, project, version: int, metrics_dict: dict, artifacts: 
     )
     for index, (fmt, precision) in enumerate([("onnx", "fp32"), ("onnx", "int8")][:artifacts]):
         ModelArtifact.objects.create(
-            version=model_version, format=fmt, precision=precision, file=f"models/{project.slug}/{version}.{precision}.onnx",
+            version=model_version, format=fmt, variant=precision, precision=precision, file=f"models/{project.slug}/{version}.{precision}.onnx",
             size=3_500_000 + index, sha256=hashlib.sha256(f"{version}-{fmt}-{precision}".encode()).hexdigest(),
             verification={},
         )

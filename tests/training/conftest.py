@@ -1,15 +1,18 @@
-"""Fast fixtures for the training job: photo rows, a tiny real ONNX release, a stand-in pipeline.
+"""Fast fixtures for the training job: photo rows, a tiny real ONNX release, stand-in pipelines.
 
-The stand-in replaces only ``training.ml.transfer.transfer_pipeline`` (the torch part);
-everything Django does around it (snapshot, decision, progress, cancellation, gate against a
-real ONNX file run by onnxruntime, publishing) runs for real, in well under a second.
+The stand-ins replace only ``training.ml.transfer.transfer_pipeline`` and
+``training.ml.compress.compression_pipeline`` (the torch parts); everything Django does
+around them (snapshot, decision, progress, cancellation, gate against a real ONNX file run
+by onnxruntime, the card, publishing every offered file) runs for real, in well under a second.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import itertools
 import json
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -44,7 +47,7 @@ def make_photo(*, project, label: str, color=None, status=Photo.Status.APPROVED,
     return photo
 
 
-def colour_classifier(labels: list[str]) -> bytes:
+def colour_classifier(labels: list[str], *, metadata: bool = True) -> bytes:
     """A real ONNX file: mean colour -> label (red ants, blue bees, green wasps), as the job publishes.
 
     GlobalAveragePool -> Flatten -> Gemm -> Softmax, input "input" NCHW, output "probabilities".
@@ -71,7 +74,8 @@ def colour_classifier(labels: list[str]) -> bytes:
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    helper.set_model_props(model, {"preprocessing": json.dumps(PREPROCESSING.to_manifest())})
+    if metadata:  # without it the file is smaller: the fake compression's "int8" file
+        helper.set_model_props(model, {"preprocessing": json.dumps(PREPROCESSING.to_manifest())})
     onnx.checker.check_model(model)
     return model.SerializeToString()
 
@@ -123,8 +127,90 @@ def colour_photos(project, small_splits):
     return project
 
 
+#: What the fake compression builds by default: (variant, format, precision) in build order.
+FAKE_BUILDS = (
+    ("fp32", "onnx", "fp32"), ("fp32", "pte", "fp32"), ("int8", "onnx", "int8"), ("int8", "pte", "int8"),
+    ("pruned", "onnx", "fp32"),
+)
+
+
 @pytest.fixture
-def fake_pipeline(monkeypatch, tmp_path):
+def fake_compression(monkeypatch):
+    """Replace the compression stage with hand-written card rows over real small files.
+
+    ``fake.accuracy[(variant, format)]`` sets a file's holdout accuracy (default: the float
+    model's, 1.0, except "pruned" which loses 5 points and is rejected by the default 1-point
+    policy); ``fake.failed[(variant, format)] = reason`` marks a file as failed to build.
+    The card and the offered list come from the real ``card_build`` / ``card_offered``.
+
+    Files: the fp32 ONNX row is the float model's own verified export (a copy of
+    ``float_onnx``); the int8 ONNX row is a real, smaller ONNX file. The ``.pte`` files are a
+    few placeholder bytes: acceptable only because registry, publishing and download tests
+    store, hash and serve them but never load them with ExecuTorch.
+    """
+    from training.ml import compress
+    from training.ml.card import card_build, card_offered
+
+    fake = SimpleNamespace(calls=[], configs=[], accuracy={("pruned", "onnx"): 0.95}, failed={}, out_dirs=[])
+
+    def compression_pipeline(*, model, float_onnx, labels, preprocessing, train, holdout, out_dir, config,
+                             progress=None, num_threads=None):
+        fake.calls.append({"labels": list(labels), "train": list(train), "holdout": list(holdout),
+                           "float_onnx": Path(float_onnx), "num_threads": num_threads, "model": model})
+        fake.configs.append(config)
+        fake.out_dirs.append(Path(out_dir))
+        for stage in compress.COMPRESSION_STAGES:
+            if progress is not None:
+                progress(stage, 0.0)
+                progress(stage, 1.0)
+        float_size = Path(float_onnx).stat().st_size
+        rows, paths = [], {}
+        for variant, fmt, precision in FAKE_BUILDS:
+            if variant not in config.variants or fmt not in config.formats:
+                continue
+            path = Path(out_dir) / f"{variant}.{fmt}"
+            if fmt == "onnx" and variant == "fp32":
+                shutil.copyfile(float_onnx, path)
+            elif fmt == "onnx":
+                path.write_bytes(colour_classifier(list(labels), metadata=False))
+            else:
+                path.write_bytes(f"placeholder {variant} pte, never loaded".encode() * (4 if variant == "fp32" else 1))
+            payload = path.read_bytes()
+            paths[(variant, fmt)] = path
+            row = {
+                "variant": variant, "format": fmt, "precision": precision, "status": "measured",
+                "file": path.name, "size": len(payload), "sha256": hashlib.sha256(payload).hexdigest(),
+                "accuracy": fake.accuracy.get((variant, fmt), 1.0), "top1_agreement": 1.0,
+                "max_prob_diff": 0.001, "mean_prob_diff": 0.0001, "latency_ms": 2.0 if precision == "int8" else 3.0,
+                "load_ms": 1.0, "peak_memory_mb": 40.0, "threads": config.latency_threads,
+                "size_ratio": round(len(payload) / float_size, 4), "latency_ratio": 0.5,
+                "preprocessing": preprocessing.to_manifest(), "details": {"fake": True},
+            }
+            if (variant, fmt) in fake.failed:
+                row = {**row, "status": "failed", "reason": fake.failed[(variant, fmt)], "accuracy": None}
+            rows.append(row)
+        card = card_build(
+            labels=labels, holdout_count=len(holdout),
+            float_model={"accuracy": 1.0, "latency_ms": 6.0, "size": float_size, "threads": config.latency_threads},
+            rows=rows, max_accuracy_loss=config.max_accuracy_loss, min_agreement=config.min_agreement,
+            seconds={"total": 0.0}, config=dataclasses.asdict(config),
+        )
+        artifacts = [
+            compress.ShippedArtifact(
+                variant=row["variant"], format=row["format"], precision=row["precision"],
+                path=paths[(row["variant"], row["format"])], sha256=row["sha256"], size=row["size"],
+                preprocessing=row["preprocessing"], recommended=row["recommended"], measurements=row,
+            )
+            for row in card_offered(card)
+        ]
+        return compress.CompressionResult(card=card, artifacts=artifacts, seconds={"total": 0.0})
+
+    monkeypatch.setattr(compress, "compression_pipeline", compression_pipeline)
+    return fake
+
+
+@pytest.fixture
+def fake_pipeline(monkeypatch, tmp_path, fake_compression):
     """Replace the torch pipeline; ``fake.predict(sample) -> label index`` sets the candidate's quality.
 
     It reports every stage through ``progress`` (so cancellation and progress run for real),
@@ -164,6 +250,7 @@ def fake_pipeline(monkeypatch, tmp_path):
                                                             "val_accuracy": None}],
             artifact_path=artifact, artifact_sha256=hashlib.sha256(payload).hexdigest(), artifact_size=len(payload),
             seconds={"total": 0.0}, config={"strategy": "linear_probe", "features": {"total": len(samples)}},
+            model=None,  # no torch model: only the (fake) compression stage would use it
         )
 
     monkeypatch.setattr(transfer, "transfer_pipeline", transfer_pipeline)

@@ -38,7 +38,8 @@ def approved(project, staff, hymenoptera, tmp_path):
     return project
 
 
-def test_a_run_publishes_version_1_then_2_with_verified_files(approved, weights_path):
+def test_a_run_publishes_version_1_then_2_with_verified_files(approved, weights_path, fake_compression):
+    # Real training and export; the compression stage is the stand-in (its real run: the slow test below).
     run = training_run_execute(project=approved, trigger=TrainingRun.Trigger.MANUAL)
 
     assert run.status == TrainingRun.Status.SUCCEEDED, run.message
@@ -46,7 +47,11 @@ def test_a_run_publishes_version_1_then_2_with_verified_files(approved, weights_
     version = ModelVersion.objects.get(project=approved)
     assert version.version == 1 and version.labels == ["ants", "bees"] and version.run == run
     assert version.preprocessing["input_size"] == 224 and version.preprocessing["mean"] == [0.5, 0.5, 0.5]
-    artifact = version.artifacts.get()
+    artifact = version.artifacts.get(format="onnx", variant="fp32")
+    # The compression stage got the trained torch model and the very samples training used.
+    call = fake_compression.calls[0]
+    assert call["model"] is not None and len(call["train"]) + len(call["holdout"]) == run.snapshot.photo_count
+    assert {s.split for s in call["holdout"]} == {"holdout"} and {s.split for s in call["train"]} == {"train"}
     with default_storage.open(artifact.file.name) as fh:
         stored = fh.read()
     assert len(stored) == artifact.size and hashlib.sha256(stored).hexdigest() == artifact.sha256
@@ -73,7 +78,7 @@ def test_snapshot_is_deterministic_and_records_splits(approved):
     assert sum(c["train"] + c["holdout"] for c in counts.values()) == 2 * PER_LABEL
 
 
-def test_a_failed_publish_leaves_no_version_and_no_file(approved, weights_path, _local_storage):
+def test_a_failed_publish_leaves_no_version_and_no_file(approved, weights_path, _local_storage, fake_compression):
     # A file where the models/ folder must go: the storage write fails for real.
     _local_storage.mkdir(parents=True, exist_ok=True)
     (_local_storage / "models").write_text("in the way")
@@ -131,8 +136,30 @@ def test_beat_entry_runs_the_nightly_task_for_every_project(project, settings):
     assert TrainingRun.objects.count() == 1
 
 
-def test_train_now_command_prints_the_decision_and_result(approved, weights_path):
+def test_train_now_command_prints_the_decision_and_result(approved, weights_path, fake_compression):
     out = io.StringIO()
     call_command("train_now", project="ants-bees", stdout=out)
     text = out.getvalue()
     assert '"strategy": "linear_probe"' in text and "Published version 1" in text
+
+
+@pytest.mark.slow
+def test_a_real_run_compresses_and_publishes_the_offered_files(approved, weights_path, settings):
+    """The real compression stage (fp32 and int8, both formats) behind real training: one version, all files."""
+    settings.PLATFORM_COMPRESSION_VARIANTS = ["fp32", "int8"]
+    settings.PLATFORM_MAX_ACCURACY_LOSS_POINTS = 100 * 0.99  # 30 photos: the policy is not what is tested here
+
+    run = training_run_execute(project=approved, trigger=TrainingRun.Trigger.MANUAL)
+
+    assert run.status == TrainingRun.Status.SUCCEEDED, run.message
+    card = run.model_card
+    assert {(r["variant"], r["format"]) for r in card["variants"]} >= {("fp32", "onnx"), ("int8", "onnx")}
+    version = ModelVersion.objects.get(project=approved)
+    assert version.model_card == card
+    offered = {(r["variant"], r["format"]) for r in card["variants"] if r["status"] == "offered"}
+    stored = {(a.variant, a.format) for a in version.artifacts.all()}
+    assert stored == offered and ("fp32", "onnx") in stored
+    for artifact in version.artifacts.all():
+        with default_storage.open(artifact.file.name) as fh:
+            assert hashlib.sha256(fh.read()).hexdigest() == artifact.sha256
+    assert {a.format for a in version.artifacts.filter(recommended=True)} == {a.format for a in version.artifacts.all()}

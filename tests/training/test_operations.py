@@ -157,7 +157,7 @@ def test_the_feature_cache_stores_small_npy_files_by_namespace_and_hash():
 
 @pytest.mark.slow
 def test_a_second_run_computes_features_only_for_new_photos(project, staff, hymenoptera, weights_path, tmp_path,
-                                                           settings):
+                                                           settings, fake_compression):
     """The real pipeline, twice: the second night pays a forward pass only for the photos added since."""
     from submissions.services import photo_import_folder
 

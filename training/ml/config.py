@@ -149,3 +149,62 @@ class ParityTolerance:
 
 #: The tolerance used when none is given (fp32 export vs fp32 torch).
 DEFAULT_TOLERANCE = ParityTolerance()
+
+
+#: Every variant the compression stage can build; see ``training.ml.compress``.
+COMPRESSION_VARIANTS = ("fp32", "fp16", "int8", "pruned", "pruned-int8", "distilled", "distilled-int8")
+#: The app runtimes' file formats: ONNX (onnxruntime) and ExecuTorch .pte (XNNPACK delegate).
+COMPRESSION_FORMATS = ("onnx", "pte")
+
+
+@dataclass(frozen=True)
+class CompressionConfig:
+    """Which compressed variants the nightly job builds, how, and what the policy accepts.
+
+    ``variants`` names come from ``COMPRESSION_VARIANTS``; each is built in every format of
+    ``formats`` that supports it (fp16 weights: ONNX only). ``max_accuracy_loss`` is a fraction
+    (0.01 = 1 point of holdout accuracy below the float model) and ``min_agreement`` the share
+    of holdout photos on which a compressed file must give the float model's top-1 answer.
+    """
+
+    variants: tuple[str, ...] = COMPRESSION_VARIANTS
+    formats: tuple[str, ...] = COMPRESSION_FORMATS
+    max_accuracy_loss: float = 0.01
+    min_agreement: float = 0.95
+    calibration_photos: int = 64  # int8: training photos the activation ranges are observed on
+    prune_macs_ratio: float = 0.6  # pruned: multiply-adds left, as a share of the float model's
+    fine_tune_epochs: int = 3  # pruned and distilled students: epochs against the teacher
+    fine_tune_lr: float = 1e-3
+    fine_tune_max_photos: int = 1000  # bounds the nightly cost on large sets (a stratified subset)
+    distill_min_train_photos: int = 1000  # below this the student would learn the photos, not the task
+    distill_student: str = "resolution"  # "resolution" (same network, smaller input) or "width"
+    distill_input_size: int = 160
+    distill_width_mult: float = 0.5
+    distill_temperature: float = 4.0
+    latency_threads: int = 1  # fixed thread count for every latency figure (phones: 1-4 big cores)
+    latency_runs: int = 30  # batch-1 runs timed per file (after warm-up), besides the holdout
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.variants) - set(COMPRESSION_VARIANTS))
+        if unknown:
+            raise ValueError(f"unknown variants {unknown}; known: {list(COMPRESSION_VARIANTS)}")
+        formats = sorted(set(self.formats) - set(COMPRESSION_FORMATS))
+        if formats or not self.formats:
+            raise ValueError(f"formats must be a non-empty subset of {list(COMPRESSION_FORMATS)}, got {self.formats!r}")
+        if "fp32" not in self.variants:
+            raise ValueError("the fp32 variant is the float model itself and is always built")
+        if not 0.0 <= self.max_accuracy_loss < 1.0 or not 0.0 <= self.min_agreement <= 1.0:
+            raise ValueError("max_accuracy_loss must be in [0, 1) and min_agreement in [0, 1]")
+        if not 0.05 <= self.prune_macs_ratio < 1.0:
+            raise ValueError(f"prune_macs_ratio must be in [0.05, 1), got {self.prune_macs_ratio!r}")
+        if self.distill_student not in ("resolution", "width"):
+            raise ValueError(f"distill_student must be 'resolution' or 'width', got {self.distill_student!r}")
+        if self.distill_input_size < 32 or not 0.0 < self.distill_width_mult < 1.0:
+            raise ValueError("distill_input_size must be >= 32 and distill_width_mult in (0, 1)")
+        if min(self.calibration_photos, self.latency_threads, self.latency_runs, self.fine_tune_max_photos) < 1:
+            raise ValueError("calibration_photos, latency_threads, latency_runs, fine_tune_max_photos must be >= 1")
+        if self.fine_tune_epochs < 0 or not self.fine_tune_lr > 0 or not self.distill_temperature > 0:
+            raise ValueError("fine_tune_epochs must be >= 0, fine_tune_lr and distill_temperature > 0")
+        object.__setattr__(self, "variants", tuple(v for v in COMPRESSION_VARIANTS if v in self.variants))
+        object.__setattr__(self, "formats", tuple(f for f in COMPRESSION_FORMATS if f in self.formats))

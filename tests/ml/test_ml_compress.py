@@ -1,0 +1,198 @@
+"""Compression: every variant built, loaded back by its own runtime, measured; the policy decides.
+
+A tiny CNN on coloured photos keeps these in seconds per file; the real MobileNetV2 on ants and
+bees runs in the benchmark (bench/compression.py) and in the slow nightly test
+(tests/training/test_nightly.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from functools import partial
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from training.ml.card import OFFERED, REJECTED
+from training.ml.config import IMAGENET_MEAN, IMAGENET_STD, CompressionConfig, Preprocessing
+from training.ml.pipeline import Sample
+
+PRE = Preprocessing(input_size=48, resize=56)
+LABELS = ("red", "blue")
+
+
+def _photo(label: int, i: int) -> Image.Image:
+    rng = np.random.default_rng(1000 * label + i)
+    base = np.array([200, 40, 40] if label == 0 else [40, 40, 200], dtype=np.float32)
+    pixels = np.clip(base + rng.normal(0, 40, size=(60, 70, 3)), 0, 255).astype(np.uint8)
+    return Image.fromarray(pixels)
+
+
+def _samples(train: int = 24, holdout: int = 10) -> list[Sample]:
+    out = []
+    for label in (0, 1):
+        for i in range(train + holdout):
+            out.append(Sample(key=f"{label}/{i:03d}", label=label, split="train" if i < train else "holdout",
+                              open_image=partial(_photo, label, i)))
+    return out
+
+
+def _tiny_model(seed: int = 0):
+    """A small trained CNN (ProbabilityClassifier, like the real job's model)."""
+    import torch
+    from torch import nn
+
+    from training.ml.compress import samples_arrays
+    from training.ml.export import ProbabilityClassifier
+
+    torch.manual_seed(seed)
+    net = nn.Sequential(
+        nn.Conv2d(3, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+        nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
+        nn.Conv2d(32, 32, 3, stride=2, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 2),
+    )
+    train = [s for s in _samples() if s.split == "train"]
+    x = torch.from_numpy(samples_arrays(train, PRE))
+    y = torch.tensor([s.label for s in train])
+    optimiser = torch.optim.Adam(net.parameters(), lr=0.01)
+    for _ in range(30):
+        optimiser.zero_grad()
+        torch.nn.functional.cross_entropy(net(x), y).backward()
+        optimiser.step()
+    model = ProbabilityClassifier(net).eval()
+    model.requires_grad_(False)
+    return model
+
+
+def _float_onnx(model, tmp_path):
+    from training.ml.export import onnx_export
+
+    return onnx_export(model=model, path=tmp_path / "model.onnx", preprocessing=PRE, labels=LABELS)
+
+
+@pytest.fixture(scope="module")
+def compressed(tmp_path_factory):
+    """Every variant in both formats (the student at 32 px), measured once for the tests below."""
+    from training.ml.compress import compression_pipeline
+
+    tmp_path = tmp_path_factory.mktemp("compress")
+    model = _tiny_model()
+    samples = _samples()
+    stages = []
+    result = compression_pipeline(
+        model=model, float_onnx=_float_onnx(model, tmp_path), labels=LABELS, preprocessing=PRE,
+        train=[s for s in samples if s.split == "train"], holdout=[s for s in samples if s.split == "holdout"],
+        out_dir=tmp_path / "out",
+        config=CompressionConfig(distill_min_train_photos=10, distill_input_size=32, prune_macs_ratio=0.6,
+                                 calibration_photos=16, fine_tune_epochs=2, latency_runs=5),
+        progress=lambda stage, fraction: stages.append(stage),
+    )
+    return result, model, stages
+
+
+def test_every_variant_and_format_is_built_measured_and_offered_within_the_loss(compressed):
+    result, _, stages = compressed
+    card = json.loads(json.dumps(result.card, allow_nan=False))  # JSON-ready
+    built = {(r["variant"], r["format"]): r for r in card["variants"]}
+    expected = {(v, f) for v in ("fp32", "int8", "pruned", "pruned-int8", "distilled", "distilled-int8")
+                for f in ("onnx", "pte")} | {("fp16", "onnx")}
+    assert set(built) == expected
+    for row in card["variants"]:
+        assert row["status"] == OFFERED, row  # red vs blue: nothing loses accuracy
+        assert row["accuracy"] == pytest.approx(card["float"]["accuracy"], abs=0.01)
+        assert row["latency_ms"] > 0 and row["threads"] == 1 and row["peak_memory_mb"] >= 0
+        assert row["top1_agreement"] >= 0.95
+    # Shrinking really shrinks: fp16 halves the weights (this tiny model's graph and metadata are
+    # a tenth of its file, hence 0.65 rather than 0.5), int8 quarters them, students are smaller.
+    assert built[("fp16", "onnx")]["size_ratio"] < 0.65
+    assert built[("int8", "pte")]["size_ratio"] < built[("fp32", "pte")]["size_ratio"] == 1.0
+    assert built[("pruned", "onnx")]["details"]["macs"]["ratio"] <= 0.6
+    assert built[("distilled", "onnx")]["preprocessing"]["input_size"] == 32
+    assert stages[0] == "compress" and stages[-1] == "measure"
+
+
+def test_the_recommended_file_per_format_is_the_smallest_offered(compressed):
+    result, _, _ = compressed
+    for fmt in ("onnx", "pte"):
+        offered = [a for a in result.artifacts if a.format == fmt]
+        recommended = [a for a in offered if a.recommended]
+        assert len(recommended) == 1
+        assert recommended[0].size == min(a.size for a in offered)
+        assert result.card["recommended"][fmt] == recommended[0].variant
+    for artifact in result.artifacts:  # the measured bytes are the bytes to ship
+        assert hashlib.sha256(artifact.path.read_bytes()).hexdigest() == artifact.sha256
+        assert artifact.size == artifact.path.stat().st_size
+
+
+def test_the_pte_file_runs_in_executorch_from_its_bytes_like_the_torch_model(compressed):
+    import torch
+    from executorch.runtime import Runtime
+
+    from training.ml.compress import samples_arrays
+
+    result, model, _ = compressed
+    pte = next(a for a in result.artifacts if a.format == "pte" and a.variant == "fp32")
+    method = Runtime.get().load_program(pte.path.read_bytes()).load_method("forward")
+    x = samples_arrays(_samples(train=0, holdout=3), PRE)
+    for i in range(len(x)):
+        got = method.execute([torch.from_numpy(x[i : i + 1])])[0]
+        assert torch.allclose(got, model(torch.from_numpy(x[i : i + 1])), atol=1e-4)
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "pte"])
+def test_the_parity_check_fails_when_the_photos_are_preprocessed_wrongly(compressed, fmt):
+    """ImageNet mean/std instead of the model's own: what a careless app does. The check must catch it."""
+    from training.ml.compress import _Built, model_probabilities, samples_arrays, variant_check
+    from training.ml.config import ParityTolerance
+
+    result, model, _ = compressed
+    artifact = next(a for a in result.artifacts if a.format == fmt and a.variant == "fp32")
+    holdout = [s for s in _samples() if s.split == "holdout"]
+    reference = model_probabilities(model, samples_arrays(holdout, PRE))
+    built = _Built("fp32", fmt, "fp32", artifact.path, PRE, {}, ParityTolerance())
+    y = [s.label for s in holdout]
+
+    right = variant_check(built=built, inputs=samples_arrays(holdout, PRE), reference=reference, y_true=y,
+                          threads=1, runs=2)
+    assert right["parity_failures"] == [] and right["max_prob_diff"] < 1e-4
+
+    wrong_pre = dataclasses.replace(PRE, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    wrong = variant_check(built=built, inputs=samples_arrays(holdout, wrong_pre), reference=reference, y_true=y,
+                          threads=1, runs=2)
+    assert wrong["parity_failures"] and "max probability difference" in wrong["parity_failures"][0]
+    from training.ml.card import policy_apply
+
+    (judged,) = policy_apply([wrong], float_accuracy=1.0, max_accuracy_loss=0.01, min_agreement=0.95)
+    assert judged["status"] == REJECTED and "max probability difference" in judged["reason"]
+
+
+def test_a_broken_file_is_recorded_as_failed_and_never_offered(tmp_path):
+    from training.ml.compress import _Built, variant_check
+
+    bad = tmp_path / "int8.pte"
+    bad.write_bytes(b"not a program" * 10)
+    row = variant_check(built=_Built("int8", "pte", "int8", bad, PRE, {}, None),
+                        inputs=np.zeros((2, 3, 48, 48), np.float32), reference=np.full((2, 2), 0.5, np.float32),
+                        y_true=[0, 1], threads=1, runs=2)
+    assert row["status"] == "failed" and "pte runtime failed" in row["reason"]
+
+
+def test_distillation_is_skipped_below_the_data_threshold_and_nothing_else_changes(tmp_path):
+    from training.ml.compress import compression_pipeline
+
+    model = _tiny_model()
+    samples = _samples(train=8, holdout=4)
+    result = compression_pipeline(
+        model=model, float_onnx=_float_onnx(model, tmp_path), labels=LABELS, preprocessing=PRE,
+        train=[s for s in samples if s.split == "train"], holdout=[s for s in samples if s.split == "holdout"],
+        out_dir=tmp_path / "out",
+        config=CompressionConfig(variants=("fp32", "distilled-int8"), formats=("onnx",), latency_runs=3),
+    )
+    rows = {r["variant"]: r for r in result.card["variants"]}
+    assert rows["distilled-int8"]["status"] == "skipped"
+    assert "16 training photos < distill_min_train_photos 1000" in rows["distilled-int8"]["reason"]
+    assert [a.variant for a in result.artifacts] == ["fp32"] and result.artifacts[0].recommended

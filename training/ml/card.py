@@ -1,0 +1,113 @@
+"""The model card and the publishing policy: which measured files apps are offered.
+
+No torch here (the web process renders cards). A card is JSON:
+
+    {"schema": 1, "labels": [...], "holdout_count": n,
+     "float": {"accuracy", "latency_ms", "size", "threads"},   # the torch model, eager, batch 1
+     "policy": {"max_accuracy_loss", "min_agreement", "rule"},
+     "variants": [row, ...],            # every file that was attempted, offered or not
+     "recommended": {"onnx": "int8", "pte": "int8"},   # per format: variant name
+     "published": bool, "seconds": {...}, "config": {...}}
+
+A row: variant, format, precision, status ("offered", "rejected", "failed", "skipped"),
+recommended, reason, file, size, sha256, accuracy, accuracy_loss, top1_agreement,
+max_prob_diff, mean_prob_diff, latency_ms, load_ms, peak_memory_mb, threads, size_ratio
+(against the fp32 file of the same format), latency_ratio (against the float model run eagerly
+by torch), preprocessing (the file's input spec) and details (how it was made).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+CARD_SCHEMA = 1
+OFFERED, REJECTED, FAILED, SKIPPED = "offered", "rejected", "failed", "skipped"
+POLICY_RULE = (
+    "A file is offered when its runtime loads it from the stored bytes, its holdout accuracy is at most "
+    "max_accuracy_loss below the float model's, its top-1 answers agree with the float model's on at least "
+    "min_agreement of the holdout (fp32 files: the strict parity tolerance instead), and its outputs are "
+    "probabilities. Per format the smallest offered file is recommended (ties: the faster). Nothing offered: "
+    "nothing published. The float model ships with every version: without an offered fp32 file (the ONNX one "
+    "when ONNX is built, which the next night's gate compares against) nothing is published either."
+)
+
+
+def policy_apply(
+    rows: Sequence[dict], *, float_accuracy: float, max_accuracy_loss: float, min_agreement: float
+) -> list[dict]:
+    """Mark each measured row offered or rejected (with the reason) and the recommended one per format.
+
+    Rows that already carry status "failed" or "skipped" (not built, not loadable) stay as they
+    are. A row's ``parity_failures`` (strict checks of fp32/fp16 files) reject it as well.
+    """
+    out = []
+    for row in rows:
+        row = {**row, "recommended": False}
+        if row.get("status") in (FAILED, SKIPPED):
+            out.append(row)
+            continue
+        reasons = list(row.get("parity_failures") or [])
+        accuracy, agreement = row.get("accuracy"), row.get("top1_agreement")
+        if accuracy is None or agreement is None:
+            reasons.append("not measured")
+        else:
+            loss = float_accuracy - accuracy
+            row["accuracy_loss"] = round(loss, 6)
+            # A hair of float noise must not turn exactly 1 point into "more than 1 point".
+            if loss > max_accuracy_loss + 1e-9:
+                reasons.append(f"accuracy {accuracy:.4f} is {loss * 100:.2f} points below the float model's "
+                               f"{float_accuracy:.4f} (allowed {max_accuracy_loss * 100:.2f})")
+            if agreement < min_agreement:
+                reasons.append(f"top-1 agreement with the float model {agreement:.4f} < {min_agreement}")
+        row["status"] = REJECTED if reasons else OFFERED
+        row["reason"] = "; ".join(reasons) if reasons else "within the policy"
+        out.append(row)
+    for fmt in {row["format"] for row in out}:
+        offered = [r for r in out if r["format"] == fmt and r["status"] == OFFERED]
+        if offered:
+            best = min(offered, key=lambda r: (r["size"], r.get("latency_ms") or 0.0))
+            best["recommended"] = True
+    return out
+
+
+def card_build(
+    *,
+    labels: Sequence[str],
+    holdout_count: int,
+    float_model: dict,
+    rows: Sequence[dict],
+    max_accuracy_loss: float,
+    min_agreement: float,
+    seconds: dict | None = None,
+    config: dict | None = None,
+) -> dict:
+    """Apply the policy to measured rows and assemble the JSON card."""
+    decided = policy_apply(
+        rows, float_accuracy=float_model["accuracy"], max_accuracy_loss=max_accuracy_loss,
+        min_agreement=min_agreement,
+    )
+    return {
+        "schema": CARD_SCHEMA,
+        "labels": list(labels),
+        "holdout_count": holdout_count,
+        "float": dict(float_model),
+        "policy": {"max_accuracy_loss": max_accuracy_loss, "min_agreement": min_agreement, "rule": POLICY_RULE},
+        "variants": decided,
+        "recommended": {r["format"]: r["variant"] for r in decided if r["recommended"]},
+        "published": _float_offered(decided),
+        "seconds": dict(seconds or {}),
+        "config": dict(config or {}),
+    }
+
+
+def _float_offered(rows: Sequence[dict]) -> bool:
+    """The version needs its float model: the fp32 ONNX file if one was built, else any fp32 file."""
+    fp32 = [r for r in rows if r["variant"] == "fp32"]
+    onnx = [r for r in fp32 if r["format"] == "onnx"]
+    return any(r["status"] == OFFERED for r in (onnx or fp32))
+
+
+def card_offered(card: dict) -> list[dict]:
+    """The rows apps may be offered, recommended first within each format."""
+    rows = [r for r in card.get("variants", []) if r.get("status") == OFFERED]
+    return sorted(rows, key=lambda r: (r["format"], not r.get("recommended"), r["size"]))
