@@ -29,6 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from tqdm import tqdm
+
 from _common import (
     RESULTS_DIR, MachineLoad, fmt, machine, photos_list, pipeline_run, process_warm_up, sample_for, table_print,
 )
@@ -61,7 +63,7 @@ def main() -> None:
 
     import torch
 
-    from training.ml.compress import compression_pipeline
+    from training.ml.compress import COMPRESSION_STAGES, compression_pipeline
     from training.ml.config import COMPRESSION_FORMATS, COMPRESSION_VARIANTS, CompressionConfig
 
     torch.set_num_threads(args.threads)
@@ -80,6 +82,9 @@ def main() -> None:
 
     def progress(stage: str, fraction: float) -> None:
         stages.setdefault(stage, time.perf_counter())
+        done = COMPRESSION_STAGES.index(stage) + fraction
+        bar.set_description(f"compression: {stage}")
+        bar.update(round(done - bar.n, 3))
 
     with tempfile.TemporaryDirectory(prefix="bench-compression-") as tmp:
         load = MachineLoad()
@@ -87,6 +92,7 @@ def main() -> None:
                                              seed=0, out_dir=Path(tmp) / "train")
         print(f"trained: {result.decision.get('choice')} in {train_s:.0f} s, "
               f"holdout accuracy of the fp32 ONNX file {result.onnx_metrics.accuracy:.4f}", flush=True)
+        bar = tqdm(total=len(COMPRESSION_STAGES), desc="compression", bar_format="{l_bar}{bar}| {elapsed}")
         compressed = compression_pipeline(
             model=result.model, float_onnx=result.artifact_path, labels=result.labels,
             preprocessing=result.preprocessing, train=[s for s in samples if s.split == "train"],
@@ -94,6 +100,7 @@ def main() -> None:
             config=config, progress=progress, num_threads=args.threads,
         )
         others_cores = load.others_cores()
+        bar.close()
     card = compressed.card
     checks = target_check(card)
 

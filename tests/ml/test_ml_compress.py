@@ -136,7 +136,11 @@ def test_the_pte_file_runs_in_executorch_from_its_bytes_like_the_torch_model(com
 
     result, model, _ = compressed
     pte = next(a for a in result.artifacts if a.format == "pte" and a.variant == "fp32")
-    method = Runtime.get().load_program(pte.path.read_bytes()).load_method("forward")
+    # The method refers to its program, the program to these bytes: all three must stay alive
+    # (a temporary program is freed under the method, and executing it then crashes).
+    payload = pte.path.read_bytes()
+    program = Runtime.get().load_program(payload)
+    method = program.load_method("forward")
     x = samples_arrays(_samples(train=0, holdout=3), PRE)
     for i in range(len(x)):
         got = method.execute([torch.from_numpy(x[i : i + 1])])[0]

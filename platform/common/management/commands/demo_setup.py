@@ -13,7 +13,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from challenges.models import Challenge, Label, Project
 from challenges.selectors import project_today
-from training.models import ModelVersion
+from training.models import ModelVersion, TrainingPolicy
 
 DEFAULT_PHOTOS = settings.ROOT_DIR.parent / "shared" / "data" / "hymenoptera" / "train"
 
@@ -64,6 +64,16 @@ class Command(BaseCommand):
             defaults={
                 "title": "Ants and bees",
                 "description": "Tell ants from bees: the first model of the platform.",
+            },
+        )
+        # The demo's first night builds the float model and int8 in both formats (a couple of
+        # minutes); the nightly default builds every variant. Admins change it on the policy.
+        TrainingPolicy.objects.get_or_create(
+            project=project,
+            defaults={
+                "compression_variants": ["fp32", "int8"],
+                "note": "Demo: fp32 and int8 only, so the first model is ready in minutes; "
+                "empty the variants for the full set (fp16, pruned, distilled, ...).",
             },
         )
         for name, description in (("ants", "Any ant, any size."), ("bees", "Honey bees, bumblebees, any bee.")):
