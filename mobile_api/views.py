@@ -1,4 +1,4 @@
-"""The app-facing API (/api/mobile/v1/): manifests, model cards and model downloads.
+"""The app-facing API (/api/mobile/v1/): manifests and model cards.
 
 Versioned in the URL and only ever extended: apps in the field keep working.
 """
@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
@@ -17,9 +17,8 @@ from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from common.errors import NotFound
-from common.files import stored_file_response
 from training.models import ModelArtifact, ModelVersion
-from training.selectors import model_artifact_get, model_version_get, model_version_get_latest
+from training.selectors import model_version_get, model_version_get_latest
 
 # format -> (runtime that loads the file, its delegate)
 RUNTIMES = {"onnx": ("onnxruntime", None), "pte": ("executorch", "xnnpack")}
@@ -125,28 +124,6 @@ class ModelLatestApi(APIView):
         # Apps revalidate every poll; the ETag makes a poll with no news a tiny 304.
         response["Cache-Control"] = "no-cache"
         return response
-
-
-class ModelDownloadApi(APIView):
-    """The bytes of one artifact (a presigned redirect when storage is S3)."""
-
-    permission_classes = [AllowAny]
-    authentication_classes: list = []
-
-    @extend_schema(responses={(200, "application/octet-stream"): bytes, 206: bytes, 302: None})
-    def get(self, request: Request, name: str, version: int, variant: str) -> HttpResponse:
-        # "<format>-<variant>": the format has no "-", the variant may ("pte-pruned-int8").
-        fmt, _, variant_name = variant.partition("-")
-        artifact = model_artifact_get(project_slug=name, version=version, format=fmt, variant=variant_name)
-        if artifact is None:
-            raise Http404
-        return stored_file_response(
-            request,
-            name=artifact.file.name,
-            etag=artifact.sha256,
-            content_type="application/octet-stream",
-            download_name=f"{name}-v{version}-{variant}.{fmt}",
-        )
 
 
 class ModelCardApi(APIView):

@@ -1,0 +1,1 @@
+"""Release health (telemetry aggregates) in the Django admin."""
