@@ -54,7 +54,8 @@ _memo: dict[str, tuple[float, AppIdentity | None]] = {}
 
 def app_identity_from_request(request: HttpRequest) -> AppIdentity:
     """The app that sent the request, or AppKeyInvalid (401) for a missing, unknown or revoked key."""
-    key = request.headers.get(HEADER, "")
+    # META, not request.headers: building the headers mapping costs more than the rest of this.
+    key = request.META.get("HTTP_X_APP_KEY", "")
     if not key or len(key) > 200:
         raise AppKeyInvalid(f"Send a valid app key in the {HEADER} header.")
     digest = key_sha256(key)
@@ -97,28 +98,61 @@ def app_key_forget(key_sha256_hex: str) -> None:
     _memo.pop(key_sha256_hex, None)
 
 
-def rate_limit_check(identity: AppIdentity, *, install_id: str, scope: str) -> None:
+def rate_limit_check(identity: AppIdentity, *, install_id: str, scope: str, shared: bool = True) -> None:
     """Count one request of an install under a key; TooManyRequests (429) above the key's limit.
 
-    A fixed one-minute window in Django's cache (shared by every process when the cache is
-    Redis). ``scope`` separates endpoints ("update", "telemetry", "feedback").
+    A fixed one-minute window. ``shared`` counts in Django's cache (one count for every
+    process when the cache is Redis); update checks pass ``shared=False`` and count in this
+    process's memory instead: a poll must not pay two cache round trips, and a flood from
+    one install still hits the limit in every worker it reaches (each worker allows the
+    limit, so the whole service allows at most workers x limit). ``scope`` separates
+    endpoints ("update", "download", "telemetry", "feedback").
     """
     limit = identity.rate_limit_per_minute
     if limit <= 0:
         return
-    window = int(time.time() // 60)
-    counter = f"rl:{scope}:{identity.key_id}:{install_id}:{window}"
-    if cache.add(counter, 1, 61):
-        count = 1
+    now = time.time()
+    window = int(now // 60)
+    if shared:
+        count = _shared_count(f"rl:{scope}:{identity.key_id}:{install_id}:{window}")
     else:
-        try:
-            count = cache.incr(counter)
-        except ValueError:  # expired between add and incr
-            cache.add(counter, 1, 61)
-            count = 1
+        count = _local_count((scope, identity.key_id, install_id), window)
     if count > limit:
         raise TooManyRequests(
             f"More than {limit} requests a minute from this install; slow down.",
             code="rate_limited",
-            retry_after=60 - int(time.time()) % 60,
+            retry_after=60 - int(now) % 60,
         )
+
+
+def _shared_count(counter: str) -> int:
+    if cache.add(counter, 1, 61):
+        return 1
+    try:
+        return cache.incr(counter)
+    except ValueError:  # expired between add and incr
+        cache.add(counter, 1, 61)
+        return 1
+
+
+_local_counts: dict[tuple, list[int]] = {}  # (scope, key id, install id) -> [window, count]
+
+
+def _local_count(counter: tuple, window: int) -> int:
+    entry = _local_counts.get(counter)
+    if entry is None or entry[0] != window:
+        if len(_local_counts) > 100_000:  # bounded: old windows and one-off installs go
+            _local_counts.clear()
+        entry = _local_counts[counter] = [window, 0]
+    entry[1] += 1
+    return entry[1]
+
+
+def rate_limit_forget() -> None:
+    """Forget the in-process counts (tests)."""
+    _local_counts.clear()
+
+
+def app_memo_clear() -> None:
+    """Forget the in-process key lookups (tests)."""
+    _memo.clear()

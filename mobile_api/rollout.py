@@ -61,20 +61,25 @@ class Install:
 
 
 def release_targets(release: dict, install: Install) -> bool:
-    """Whether the release's targeting admits the install (rule 1)."""
+    """Whether the release's targeting admits the install (rule 1).
+
+    An install field left empty (no platform, no formats, app version "") is not checked:
+    the history replay asks "what did bucket 17 get" without naming a device. The update
+    endpoint always sends all three.
+    """
     platforms = release.get("platforms") or []
-    if platforms and install.platform not in platforms:
+    if platforms and install.platform and install.platform not in platforms:
         return False
     formats = release.get("formats") or []
-    offered = set(formats) if formats else None
-    if offered is not None and not offered.intersection(install.formats):
+    if formats and install.formats and not set(formats).intersection(install.formats):
         return False
-    app = app_version_key(install.app_version)
-    low, high = release.get("min_app_version") or "", release.get("max_app_version") or ""
-    if low and app < app_version_key(low):
-        return False
-    if high and app > app_version_key(high):
-        return False
+    if install.app_version:
+        app = app_version_key(install.app_version)
+        low, high = release.get("min_app_version") or "", release.get("max_app_version") or ""
+        if low and app < app_version_key(low):
+            return False
+        if high and app > app_version_key(high):
+            return False
     return True
 
 
@@ -85,7 +90,15 @@ def resolve(state: dict, install: Install) -> dict | None:
     manifest: ``{"salt": str, "releases": [{"version", "state", "rollout_percent",
     "platforms", "formats", "min_app_version", "max_app_version", ...}, ...]}``.
     """
-    bucket = bucket_of(salt=state["salt"], install_id=install.install_id)
+    return resolve_bucket(state, bucket=bucket_of(salt=state["salt"], install_id=install.install_id), install=install)
+
+
+def resolve_bucket(state: dict, *, bucket: int, install: Install) -> dict | None:
+    """The release a bucket gets (the rule of ``resolve`` with the bucket given directly).
+
+    The history replay ("which version did bucket 17 get at time T") has a bucket, not an
+    install id; ``install.install_id`` is not used here.
+    """
     for release in state.get("releases", []):
         if not release_targets(release, install):
             continue

@@ -14,7 +14,7 @@ from mobile_api.models import AppKey
 from training.models import DatasetSnapshot, ModelArtifact, ModelVersion, TrainingRun
 
 PREPROCESSING = {
-    "input_size": 224, "resize": 256, "resize_mode": "shorter_side_bilinear", "crop": "center",
+    "input_size": 224, "resize": 256, "resize_mode": "shorter_side_bilinear_antialias", "crop": "center",
     "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "channel_order": "RGB", "layout": "NCHW",
 }
 
