@@ -1,14 +1,11 @@
-from django.urls import path
-
-from mobile_api.views import ModelCardApi, ModelDownloadApi, ModelLatestApi
+"""/api/mobile/v1/: each part of the protocol (mobile_api/PROTOCOL.md) keeps its own routes."""
+from django.urls import include, path
 
 urlpatterns = [
-    path("models/<slug:name>/latest", ModelLatestApi.as_view(), name="mobile-model-latest"),
-    # Before the download route: "card" would otherwise read as a <format>-<variant> slug.
-    path("models/<slug:name>/versions/<int:version>/card", ModelCardApi.as_view(), name="mobile-model-card"),
-    path(
-        "models/<slug:name>/versions/<int:version>/<slug:variant>",
-        ModelDownloadApi.as_view(),
-        name="mobile-model-download",
-    ),
+    # Update checks, manifests, model cards and the staff endpoints that move releases.
+    path("", include("mobile_api.urls_releases")),
+    # Model files and binary patches (byte ranges, presigned S3 redirects).
+    path("", include("mobile_api.urls_downloads")),
+    # What apps send back: telemetry and misprediction feedback.
+    path("", include("mobile_api.urls_feedback")),
 ]

@@ -39,12 +39,20 @@ def _fast_password_hashing(settings):
 
 @pytest.fixture(autouse=True)
 def _clear_cache():
-    """The upload throttle counts in Django's cache, which outlives a test: start from zero."""
+    """Throttles, app keys and channel documents live in caches that outlive a test: start from zero."""
     from django.core.cache import cache
 
-    cache.clear()
+    from mobile_api import auth, update
+
+    def clear():
+        cache.clear()
+        update.memo_clear()
+        auth.app_memo_clear()
+        auth.rate_limit_forget()
+
+    clear()
     yield
-    cache.clear()
+    clear()
 
 
 @pytest.fixture(autouse=True)

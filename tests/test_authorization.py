@@ -19,6 +19,7 @@ from django.urls import URLPattern, URLResolver, get_resolver
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from mobile_api.services import channel_create, release_pause, release_promote
 from newsletter.services import unsubscribe_token_make
 from submissions.models import Photo
 from tests.conftest import jpeg_bytes
@@ -92,8 +93,31 @@ ROUTES = [
     Route("get", "/api/v1/projects/{project}/leaderboards/all/", everyone(200)),
     # --- apps ---
     Route("get", "/api/mobile/v1/models/{project}/latest", everyone(200)),
-    Route("get", "/api/mobile/v1/models/{project}/versions/1/onnx-fp32", everyone(200)),
+    # Downloads, telemetry and feedback need an app key (X-App-Key), which no role here sends.
+    Route("get", "/api/mobile/v1/models/{project}/versions/1/onnx-fp32", everyone(401)),
+    Route("get", "/api/mobile/v1/models/{project}/versions/1/onnx-fp32/from/1", everyone(401)),
+    Route("post", "/api/mobile/v1/models/{project}/telemetry", everyone(401),
+          data={"install_id": "install-0001",
+                "events": [{"version": 1, "format": "onnx", "variant": "fp32", "event": "loaded"}]}),
+    Route("post", "/api/mobile/v1/models/{project}/feedback", everyone(401), data=_upload, multipart=True),
+    Route("get", "/api/mobile/v1/staff/models/{project}/channels/{channel}/telemetry", staff_only(200)),
     Route("get", "/api/mobile/v1/models/{project}/versions/1/card", everyone(200)),
+    # Update checks need an app key (X-App-Key), which no role here sends.
+    Route("get", "/api/mobile/v1/models/{project}/update?install_id=install-0001&app_version=1.0&platform=ios"
+                 "&formats=onnx", everyone(401)),
+    # --- releases (staff) ---
+    Route("post", "/api/mobile/v1/staff/models/{project}/channels/{channel}/promote", staff_only(201),
+          data={"version": 3}),
+    Route("post", "/api/mobile/v1/staff/models/{project}/channels/{channel}/rollout", staff_only(200),
+          data={"version": 2, "rollout_percent": 30}),
+    Route("post", "/api/mobile/v1/staff/models/{project}/channels/{channel}/pause", staff_only(200),
+          data={"version": 1}),
+    Route("post", "/api/mobile/v1/staff/models/{project}/channels/{channel}/resume", staff_only(200),
+          data={"version": 2}),
+    Route("post", "/api/mobile/v1/staff/models/{project}/channels/{channel}/rollback", staff_only(200),
+          data={"version": 2}),
+    Route("get", "/api/mobile/v1/staff/models/{project}/channels/{channel}/history", staff_only(200)),
+    Route("get", "/api/mobile/v1/staff/models/{project}/channels/{channel}/resolve?bucket=17", staff_only(200)),
     Route("get", "/api/schema/", everyone(200)),
     Route("get", "/api/docs/", everyone(200)),
     # --- web pages ---
@@ -135,9 +159,16 @@ def world(project, challenge):
     label.example_photo.name = default_storage.save("labels/examples/ant.jpg", ContentFile(jpeg_bytes()))
     label.save()
     publish(project, 1, b"model bytes")
+    # A stable channel: v1 out to everyone, v2 paused at 20%, v3 published but not released.
+    for number in (2, 3):
+        publish(project, number, f"model bytes {number}".encode())
+    stable = channel_create(project=project, name="stable")
+    release_promote(channel=stable, version=project.model_versions.get(version=1))
+    canary = release_promote(channel=stable, version=project.model_versions.get(version=2), rollout_percent=20)
+    release_pause(release=canary)
     return {
         "users": {"owner": owner, "other": UserFactory(), "staff": UserFactory(is_staff=True)},
-        "project": project.slug, "challenge": challenge.pk, "label": label.pk,
+        "project": project.slug, "channel": "stable", "challenge": challenge.pk, "label": label.pk,
         "pending": pending.public_id, "approved": approved.public_id, "featured": featured.public_id,
         "unsubscribe": unsubscribe_token_make(user=owner),
     }
@@ -208,6 +239,8 @@ def _pattern_of(url: str) -> str:
     replacements = {
         "{pending}": "<uuid:photo_id>", "{approved}": "<uuid:photo_id>", "{featured}": "<uuid:photo_id>",
         "{challenge}": "<int:challenge_id>", "{label}": "<int:label_id>", "{unsubscribe}": "<str:token>",
+        "{channel}": "<slug:channel>",
+        "/1/onnx-fp32/from/1": "/<int:version>/<slug:variant>/from/<int:from_version>",
         "/1/onnx-fp32": "/<int:version>/<slug:variant>",
         "/1/card": "/<int:version>/card",
     }

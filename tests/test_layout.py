@@ -62,3 +62,35 @@ def test_web_process_loads_urlconf_without_torch():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
+
+
+def test_reference_client_imports_without_django_or_project_code():
+    """mobile_api/client.py is one self-contained file app developers read and port.
+
+    Run as a plain file (not as part of the mobile_api package, whose siblings are Django
+    code) with neither the repository nor platform/ on the path: only the standard library,
+    numpy, Pillow and what it imports lazily.
+    """
+    code = (
+        "import importlib.util, sys\n"
+        f"spec = importlib.util.spec_from_file_location('model_client', {str(ROOT / 'mobile_api' / 'client.py')!r})\n"
+        "module = sys.modules['model_client'] = importlib.util.module_from_spec(spec)\n"
+        "spec.loader.exec_module(module)\n"
+        "module.InputSpec.from_manifest({'input_size': 8, 'resize': 8, 'mean': [0.5] * 3, 'std': [0.5] * 3})\n"
+        "banned = {'django', 'rest_framework', 'torch', 'onnxruntime', 'training', 'mobile_api', 'config', 'common'}\n"
+        "print(sorted(banned & set(sys.modules)))"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "DJANGO_SETTINGS_MODULE")}
+    result = subprocess.run([sys.executable, "-I", "-c", code], cwd="/", env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_reference_client_runs_as_a_script():
+    """``python mobile_api/client.py``: its folder (server modules such as selectors.py) must not shadow the stdlib."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "DJANGO_SETTINGS_MODULE")}
+    result = subprocess.run([sys.executable, str(ROOT / "mobile_api" / "client.py"), "--help"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "--base-url" in result.stdout

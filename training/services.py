@@ -488,12 +488,26 @@ def model_version_publish(*, run: TrainingRun, snapshot: DatasetSnapshot, result
                     measurements=_json_ready(artifact.measurements),
                     verification=_json_ready(artifact.measurements),
                 )
+            # After the commit (immediately, outside an outer transaction): releasing on the
+            # channels must never un-publish the version, so it is not part of this one, and
+            # the hook never raises (it runs before this block's cleanup handler is left).
+            transaction.on_commit(lambda: _version_distribute(version))
         return version
     except BaseException:
         # The rows never committed, so the objects would be orphans: remove them.
         for name in stored:
             default_storage.delete(name)
         raise
+
+
+def _version_distribute(version: ModelVersion) -> None:
+    """Hand a committed version to distribution (patches, auto-promote channels); log failures."""
+    try:
+        from mobile_api.services import version_distribute  # the web app's side, imported when needed
+
+        version_distribute(version=version)
+    except Exception:
+        logger.exception("distributing version %s failed; it stays published", version)
 
 
 class StoredFileMismatch(Exception):

@@ -1,86 +1,176 @@
-"""Serving stored files: a presigned redirect on S3, byte ranges on local storage."""
+"""Serving stored files: a presigned redirect on S3, byte ranges on local storage.
+
+Every stored file this platform serves is immutable under its name (photos, model files,
+patches), so one strong ETag per file is enough for revalidation, for ``If-Range`` and for
+caches. Range requests follow RFC 9110, section 14, with these choices (all 4xx, never 5xx):
+
+- a unit other than ``bytes`` (``items=0-5``) is ignored: 200 with the whole file (RFC: MUST);
+- several ranges (``bytes=0-1,5-6``) are ignored: 200 with the whole file (RFC: MAY ignore; we
+  never build ``multipart/byteranges``, which no model downloader needs);
+- one malformed or unsatisfiable byte range (``bytes=abc``, ``bytes=5-2``, ``bytes=-0``, a start
+  at or past the end, a header longer than 100 characters) answers 416 with
+  ``Content-Range: bytes */<size>`` (RFC: MAY reject), so a broken resume shows up at once;
+- an end past the file is clipped (``bytes=0-99999999999999999999`` is the whole file, 206);
+- ``If-Range`` with anything but the current strong ETag (a weak tag, a date) ignores the range
+  and sends the whole file, which is always safe;
+- ``If-None-Match`` (a list, weak tags, ``*``) is evaluated first and answers 304.
+"""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from typing import BinaryIO
 
 from django.core.files.storage import FileSystemStorage, default_storage
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse, StreamingHttpResponse
 
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+from common.errors import error_body
+
+# Versioned files never change under their name: private caches (the app's HTTP cache)
+# may keep them for good. "private": downloads may need credentials a shared cache lacks.
+IMMUTABLE_CACHE_CONTROL = "private, max-age=31536000, immutable"
+# A presigned URL expires; a cached redirect to it would outlive it.
+REDIRECT_CACHE_CONTROL = "no-store"
+
+_BYTES_RANGE = re.compile(r"^(\d*)-(\d*)$")
+_MAX_RANGE_HEADER = 100  # also keeps int() far from Python's 4300-digit conversion limit
+_CHUNK = 64 * 1024
+
+
+class _Unsatisfiable(Exception):
+    """The Range header asks for bytes the file cannot give (answered 416)."""
 
 
 def stored_file_response(
     request: HttpRequest, *, name: str, etag: str, content_type: str, download_name: str | None = None
 ) -> HttpResponse:
-    """Answer a GET for a stored object.
+    """Answer a GET or HEAD for a stored object whose content ``etag`` identifies.
 
-    On S3 the client is redirected to a presigned, expiring URL (the object store does
-    the heavy lifting, ranges included). On local storage the file is streamed here, with
-    a single byte range (206) so interrupted downloads resume.
+    On S3 a GET is redirected (302) to a presigned URL that expires after the storage's
+    ``querystring_expire`` (``AWS_QUERYSTRING_EXPIRE``) seconds; the object store answers
+    ranges itself and refuses altered or expired URLs. On local storage the file is streamed
+    from here, with a single byte range (206) so interrupted downloads resume. HEAD answers
+    the headers of a full GET (size from storage) on both, without a body or a redirect. A
+    name missing from storage is a 404.
     """
-    if not isinstance(default_storage, FileSystemStorage):
-        return HttpResponseRedirect(default_storage.url(name))
-
-    path = default_storage.path(name)
-    size = default_storage.size(name)
     quoted = f'"{etag}"'
-    if request.headers.get("If-None-Match") == quoted:
-        response = HttpResponse(status=304)
-        response["ETag"] = quoted
-        return response
+    if _etag_listed(request.headers.get("If-None-Match"), quoted):
+        return _with_headers(HttpResponse(status=304), etag=quoted)
 
-    start, end = 0, size - 1
-    status = 200
+    is_local = isinstance(default_storage, FileSystemStorage)
+    if request.method != "HEAD" and not is_local:
+        redirect = HttpResponseRedirect(default_storage.url(name))
+        redirect["Cache-Control"] = REDIRECT_CACHE_CONTROL
+        return redirect
+
+    try:
+        size = default_storage.size(name)
+    except Exception as exc:
+        if _is_missing(exc):
+            raise Http404("The stored file is missing.") from exc
+        raise
+
+    start, end, status = 0, size - 1, 200
     wanted = request.headers.get("Range")
-    if_range = request.headers.get("If-Range")
-    if wanted and (if_range is None or if_range == quoted):
-        parsed = _parse_range(wanted, size)
-        if parsed is None:
-            response = HttpResponse(status=416)
+    if wanted and _if_range_holds(request.headers.get("If-Range"), quoted):
+        try:
+            parsed = _parse_range(wanted, size)
+        except _Unsatisfiable as exc:
+            response = JsonResponse(error_body("range_not_satisfiable", str(exc)), status=416)
             response["Content-Range"] = f"bytes */{size}"
+            _with_headers(response, etag=quoted)
+            response["Cache-Control"] = "no-store"  # a refusal, not the file: never cache it
             return response
-        start, end = parsed
-        status = 206
+        if parsed is not None:
+            start, end = parsed
+            status = 206
 
-    fh = open(path, "rb")
-    fh.seek(start)
-    response = StreamingHttpResponse(_limited(fh, end - start + 1), status=status, content_type=content_type)
+    length = max(0, end - start + 1)
+    if request.method == "HEAD":
+        response = HttpResponse(status=status, content_type=content_type)
+    else:
+        try:
+            fh = open(default_storage.path(name), "rb")
+        except FileNotFoundError as exc:  # deleted since size() above
+            raise Http404("The stored file is missing.") from exc
+        fh.seek(start)
+        response = StreamingHttpResponse(_limited(fh, length), status=status, content_type=content_type)
     if download_name:
         response["Content-Disposition"] = f'attachment; filename="{download_name}"'
-    response["Content-Length"] = str(end - start + 1)
-    response["Accept-Ranges"] = "bytes"
-    response["ETag"] = quoted
-    # Versioned files never change: caches may keep them for good.
-    response["Cache-Control"] = "private, max-age=31536000, immutable"
+    response["Content-Length"] = str(length)
     if status == 206:
         response["Content-Range"] = f"bytes {start}-{end}/{size}"
+    return _with_headers(response, etag=quoted)
+
+
+def _with_headers(response: HttpResponse, *, etag: str) -> HttpResponse:
+    response["ETag"] = etag
+    response["Accept-Ranges"] = "bytes"
+    response["Cache-Control"] = IMMUTABLE_CACHE_CONTROL
     return response
 
 
+def _is_missing(exc: Exception) -> bool:
+    """A missing object: FileNotFoundError locally, a 404 ClientError from S3 (botocore)."""
+    if isinstance(exc, FileNotFoundError):
+        return True
+    code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+    return code in ("404", "NoSuchKey", "NotFound")
+
+
+def _etag_listed(header: str | None, quoted: str) -> bool:
+    """If-None-Match: weak comparison against a list of tags, or ``*``."""
+    if not header:
+        return False
+    for tag in header.split(","):
+        tag = tag.strip()
+        if tag == "*" or tag.removeprefix("W/") == quoted:
+            return True
+    return False
+
+
+def _if_range_holds(header: str | None, quoted: str) -> bool:
+    """Whether to honour Range: no If-Range, or If-Range naming the current strong ETag."""
+    return header is None or header.strip() == quoted
+
+
 def _parse_range(header: str, size: int) -> tuple[int, int] | None:
-    """One `bytes=a-b` range clipped to the file, or None when unsatisfiable."""
-    match = _RANGE.match(header.strip())
-    if not match or size == 0:
-        return None
+    """The one byte range to send, clipped to the file; None to ignore the header.
+
+    Raises _Unsatisfiable (416) for a malformed or unsatisfiable single byte range.
+    """
+    unit, sep, spec = header.strip().partition("=")
+    if not sep or unit.strip().lower() != "bytes":
+        return None  # a unit we do not serve: RFC 9110 says ignore it
+    if "," in spec:
+        return None  # several ranges: allowed to ignore, and the whole file is a correct answer
+    if len(header) > _MAX_RANGE_HEADER:
+        raise _Unsatisfiable("The Range header is too long.")
+    match = _BYTES_RANGE.match(spec.strip())
+    if match is None:
+        raise _Unsatisfiable(f"Malformed Range {header[:40]!r}; send e.g. 'bytes=1024-'.")
     first, last = match.groups()
     if first == "" and last == "":
-        return None
-    if first == "":  # suffix: the last N bytes
+        raise _Unsatisfiable("A byte range needs a start or a suffix length.")
+    if first == "":  # a suffix: the last N bytes
         length = int(last)
-        if length == 0:
-            return None
+        if length == 0 or size == 0:
+            raise _Unsatisfiable("An empty suffix range.")
         return max(0, size - length), size - 1
     start = int(first)
+    if last and int(last) < start:
+        raise _Unsatisfiable("The range ends before it starts.")
+    if start >= size:
+        raise _Unsatisfiable(f"The range starts at or past the end of the file ({size} bytes).")
     end = min(int(last), size - 1) if last else size - 1
-    if start >= size or end < start:
-        return None
     return start, end
 
 
-def _limited(fh, remaining: int, chunk: int = 64 * 1024):
+def _limited(fh: BinaryIO, remaining: int) -> Iterator[bytes]:
+    """Stream ``remaining`` bytes from ``fh`` in chunks, closing it at the end."""
     with fh:
         while remaining > 0:
-            data = fh.read(min(chunk, remaining))
+            data = fh.read(min(_CHUNK, remaining))
             if not data:
                 return
             remaining -= len(data)

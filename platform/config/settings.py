@@ -293,6 +293,21 @@ PLATFORM_DISTILL_MIN_TRAIN_PHOTOS = env.int("PLATFORM_DISTILL_MIN_TRAIN_PHOTOS",
 # Threads of every latency figure in the model card (phones run models on 1-4 big cores).
 PLATFORM_LATENCY_THREADS = env.int("PLATFORM_LATENCY_THREADS", default=1)
 
+# --- distribution (mobile_api) --------------------------------------------------------
+# Seconds a web process answers update checks from its own memory before it looks at the
+# shared cache again (publish, rollout and rollback changes reach every process within it).
+PLATFORM_UPDATE_LOCAL_TTL = env.float("PLATFORM_UPDATE_LOCAL_TTL", default=1.0)
+# Static channel manifests (for a CDN or nginx) are written under this storage prefix.
+PLATFORM_MANIFEST_PREFIX = env.str("PLATFORM_MANIFEST_PREFIX", default="manifests")
+# A binary patch is published only when it is at most this share of the full file.
+PLATFORM_DELTA_MAX_RATIO = env.float("PLATFORM_DELTA_MAX_RATIO", default=0.5)
+# A staged release is paused and rolled back when more than this share of its reported
+# loads failed, once at least PLATFORM_ROLLOUT_MIN_LOAD_SAMPLES loads were reported.
+PLATFORM_ROLLOUT_MAX_LOAD_FAILURE_RATE = env.float("PLATFORM_ROLLOUT_MAX_LOAD_FAILURE_RATE", default=0.05)
+PLATFORM_ROLLOUT_MIN_LOAD_SAMPLES = env.int("PLATFORM_ROLLOUT_MIN_LOAD_SAMPLES", default=50)
+# Largest misprediction photo an app may send (bytes).
+PLATFORM_FEEDBACK_MAX_BYTES = env.int("PLATFORM_FEEDBACK_MAX_BYTES", default=10 * 1024 * 1024)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

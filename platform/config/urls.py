@@ -12,9 +12,10 @@ APPS = ("accounts", "challenges", "submissions", "leaderboards", "newsletter", "
 _modules = [import_module(f"{app}.urls") for app in APPS]
 
 urlpatterns = [
+    # First: every installed app polls here, and Django tries the routes in order.
+    path("api/mobile/v1/", include("mobile_api.urls")),
     path("admin/", admin.site.urls),
     path("api/v1/", include([route for module in _modules for route in module.api_urlpatterns])),
-    path("api/mobile/v1/", include("mobile_api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
 ]

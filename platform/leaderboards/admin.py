@@ -8,25 +8,13 @@ from django.contrib.auth import get_user_model
 from django.template.response import TemplateResponse
 
 from challenges.models import Project
+from common.admin import ReadOnlyAdmin
 from leaderboards.models import CurationAction, LeaderboardFlag, PointsEntry, ScoreTotal
 from leaderboards.services import leaderboard_flag_set, points_adjust
 
 
 class ReasonForm(forms.Form):
     reason = forms.CharField(max_length=300, required=True, widget=forms.TextInput(attrs={"size": 80}))
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Rows written only by services: nobody edits or deletes them here."""
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
 
 def _curation_action(action: str, description: str):

@@ -78,15 +78,16 @@ def _image_url(photo: Photo) -> str:
 @admin.register(Photo)
 class PhotoAdmin(admin.ModelAdmin):
     list_display = [
-        "thumbnail_tag", "label", "project", "status", "flags", "model_confidence_pct", "volunteer", "challenge",
+        "thumbnail_tag", "label", "project", "status", "flags", "model_confidence_pct", "contributor", "challenge",
         "created_at",
     ]
     list_filter = ["status", FlagFilter, "project", "label", "challenge", "source"]
     list_select_related = ["label", "project", "volunteer", "challenge"]
-    search_fields = ["volunteer__username", "public_id"]
+    search_fields = ["volunteer__username", "public_id", "app_name"]
     readonly_fields = [
         "preview", "public_id", "image", "display_image", "thumbnail", "width", "height", "source_format",
         "upload_sha256", "sha256", "phash", "moderated_by", "moderated_at", "volunteer", "source",
+        "app_name", "app_key_id", "predicted_label", "model_version",
         "near_duplicate_of", "model_confidence", "flag_model_disagreement", "flag_suspicious_volume",
         "featured", "featured_at",
     ]
@@ -119,6 +120,14 @@ class PhotoAdmin(admin.ModelAdmin):
             if on
         ]
         return ", ".join(names) or "-"
+
+    @admin.display(description="From", ordering="volunteer__username")
+    def contributor(self, photo: Photo) -> str:
+        """The volunteer, or for app feedback the app and what its model had predicted."""
+        if photo.source == Photo.Source.APP:
+            version = f" v{photo.model_version}" if photo.model_version else ""
+            return f"App feedback: {photo.app_name} (model{version} said {photo.predicted_label or '?'})"
+        return str(photo.volunteer) if photo.volunteer_id else photo.get_source_display()
 
     @admin.display(description="Model", ordering="model_confidence")
     def model_confidence_pct(self, photo: Photo) -> str:

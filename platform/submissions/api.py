@@ -70,9 +70,13 @@ class PhotoOutput(serializers.Serializer):
 
 
 class ModerationPhotoOutput(PhotoOutput):
-    """What staff see in the queue: the flags and who sent it."""
+    """What staff see in the queue: the flags and who sent it (a volunteer, an import or an app)."""
 
     volunteer = serializers.IntegerField(source="volunteer_id", allow_null=True)
+    source = serializers.CharField()
+    app = serializers.CharField(source="app_name", help_text="App feedback: the app key's name; else empty.")
+    predicted_label = serializers.CharField(help_text="App feedback: what the app's model predicted.")
+    model_version = serializers.IntegerField(allow_null=True, help_text="App feedback: the predicting version.")
     model_confidence = serializers.FloatField(allow_null=True)
     flag_model_disagreement = serializers.BooleanField()
     flag_suspicious_volume = serializers.BooleanField()

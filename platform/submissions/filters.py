@@ -1,4 +1,4 @@
-"""Query filters of the photo lists (django-filter): ?status=&challenge=&label=&project=&flag=."""
+"""Query filters of the photo lists (django-filter): ?status=&challenge=&label=&project=&flag=&source=."""
 from __future__ import annotations
 
 import django_filters
@@ -51,8 +51,12 @@ class ModerationPhotoFilter(PhotoFilter):
         help_text="Photos raising any of these flags (repeat the parameter for several).",
     )
 
+    source = django_filters.ChoiceFilter(
+        choices=Photo.Source.choices, help_text="Where photos came from (app: misprediction feedback)."
+    )
+
     class Meta(PhotoFilter.Meta):
-        fields = [*PhotoFilter.Meta.fields, "flag"]
+        fields = [*PhotoFilter.Meta.fields, "flag", "source"]
 
     def __init__(self, data=None, *args, **kwargs):
         data = data.copy() if data is not None else {}

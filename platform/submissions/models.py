@@ -1,4 +1,4 @@
-"""Photos sent by volunteers (or imported), and their moderation state."""
+"""Photos sent by volunteers, imported, or sent back by apps as misprediction feedback; their moderation state."""
 from __future__ import annotations
 
 import uuid
@@ -34,6 +34,7 @@ class Photo(TimeStampedModel):
     class Source(models.TextChoices):
         VOLUNTEER = "volunteer", "Volunteer upload"
         IMPORT = "import", "Imported data set"
+        APP = "app", "App feedback"
 
     public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="photos")
@@ -51,6 +52,18 @@ class Photo(TimeStampedModel):
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     moderated_at = models.DateTimeField(null=True, blank=True)
+
+    # App feedback (source APP): which app sent it and what its model said. Plain fields, not
+    # a foreign key to mobile_api.AppKey: submissions stays below mobile_api (no migration or
+    # import dependency on it), and keys are revoked, never deleted, so the id stays meaningful.
+    app_name = models.CharField(max_length=100, blank=True, help_text="The app key's name (app feedback).")
+    app_key_id = models.PositiveIntegerField(null=True, blank=True, help_text="The app key's id (app feedback).")
+    predicted_label = models.CharField(
+        max_length=64, blank=True, help_text="What the app's model predicted; `label` is what the user chose."
+    )
+    model_version = models.PositiveIntegerField(
+        null=True, blank=True, help_text="The model version that made the prediction (app feedback)."
+    )
 
     # Every stored copy is re-encoded without metadata. `image` is the full-size copy
     # (private: its volunteer and staff); display and thumbnail are made once at upload.

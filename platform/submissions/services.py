@@ -1,4 +1,4 @@
-"""Writes for photos: the upload pipeline and moderation."""
+"""Writes for photos: the upload pipeline (volunteers, imports, app feedback) and moderation."""
 from __future__ import annotations
 
 import datetime as dt
@@ -50,6 +50,16 @@ class PhotoUpload:
     replayed: bool = False
 
 
+@dataclass(frozen=True)
+class AppFeedback:
+    """Who sent a misprediction photo from an app, and what the app's model had said."""
+
+    app_key_id: int
+    app_name: str
+    predicted_label: str
+    model_version: int | None = None
+
+
 def photo_create(
     *,
     project: Project,
@@ -79,6 +89,8 @@ def photo_upload(
     source: str = Photo.Source.VOLUNTEER,
     status: str = Photo.Status.PENDING,
     idempotency_key: str | None = None,
+    max_bytes: int | None = None,
+    app: AppFeedback | None = None,
 ) -> PhotoUpload:
     """Validate, sanitize and store one photo with its display copy and thumbnail.
 
@@ -87,6 +99,8 @@ def photo_upload(
     first photo (replayed=True) instead of a second one or a duplicate error; the same key
     with another file, challenge or label is refused (422 idempotency_key_reused).
     An exact duplicate is refused (409); a near duplicate is accepted and flagged.
+    ``max_bytes`` overrides PLATFORM_UPLOAD_MAX_BYTES (app feedback has its own limit);
+    ``app`` records which app sent the photo and what its model predicted.
     """
     if idempotency_key is not None:
         if volunteer is None:
@@ -107,7 +121,7 @@ def photo_upload(
     sanitized = image_sanitize(
         upload=upload,
         size=size,
-        max_bytes=settings.PLATFORM_UPLOAD_MAX_BYTES,
+        max_bytes=settings.PLATFORM_UPLOAD_MAX_BYTES if max_bytes is None else max_bytes,
         max_pixels=settings.PLATFORM_UPLOAD_MAX_PIXELS,
     )
     _refuse_exact_duplicate(project=project, sanitized=sanitized)
@@ -127,6 +141,11 @@ def photo_upload(
         phash=sanitized.phash,
         near_duplicate_of_id=_near_duplicate_of(project=project, phash=sanitized.phash),
     )
+    if app is not None:
+        photo.app_key_id = app.app_key_id
+        photo.app_name = app.app_name
+        photo.predicted_label = app.predicted_label
+        photo.model_version = app.model_version
     names = _storage_save_all(
         [
             (photo_upload_to(photo, ""), sanitized.content),
@@ -162,6 +181,26 @@ def photo_upload(
 
         transaction.on_commit(lambda: photo_followups_enqueue(photo=photo))
     return PhotoUpload(photo=photo)
+
+
+def photo_feedback_create(
+    *, project: Project, label_name: str, upload: BinaryIO, size: int, app: AppFeedback
+) -> Photo:
+    """A misprediction photo from an app: a pending contribution with no volunteer.
+
+    The same hostile-upload pipeline as every photo (size and type checks, decoded by Pillow,
+    metadata stripped, exact duplicates refused with 409, near duplicates flagged), under
+    PLATFORM_FEEDBACK_MAX_BYTES. ``label_name`` is the label the user chose; it must be one
+    of the project's labels. No challenge (the app is not answering one), no daily quota and
+    no leaderboard points (there is no volunteer; the app endpoint has per-key rate limits).
+    It is not scored by the current model either: the app's own prediction is recorded, and
+    it disagrees with the label by definition. It enters training only once approved.
+    """
+    return photo_upload(
+        project=project, label_name=label_name, upload=upload, size=size, volunteer=None,
+        source=Photo.Source.APP, status=Photo.Status.PENDING,
+        max_bytes=settings.PLATFORM_FEEDBACK_MAX_BYTES, app=app,
+    ).photo
 
 
 def photo_delete(*, photo: Photo, volunteer: AbstractBaseUser) -> None:
@@ -208,7 +247,8 @@ def _label_for(*, project: Project, challenge: Challenge | None, label_name: str
     label = next((label for label in labels if label.name == label_name), None)
     if label is None:
         names = ", ".join(sorted(label.name for label in labels))
-        raise ValidationFailed(f"Unknown label {label_name!r}; choose one of: {names}.", code="unknown_label")
+        message = f"Unknown label {label_name!r}; choose one of: {names}."
+        raise ValidationFailed(message, code="unknown_label", extra={"fields": {"label": message}})
     return label
 
 

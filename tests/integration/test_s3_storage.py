@@ -65,16 +65,3 @@ def test_wrong_secret_key_is_refused(services):
     with pytest.raises(botocore.exceptions.ClientError) as refused:
         client.list_objects_v2(Bucket=services.s3_bucket, MaxKeys=1)
     assert refused.value.response["Error"]["Code"] in ("SignatureDoesNotMatch", "AccessDenied", "InvalidAccessKeyId")
-
-
-def test_mobile_download_redirects_to_a_working_presigned_url(s3_storage, api, project):
-    from tests.mobile_api.test_manifest import publish
-
-    payload = b"model bytes " * 500
-    publish(project, 1, payload)
-    manifest = api.get("/api/mobile/v1/models/ants-bees/latest").json()
-    response = api.get(manifest["download_url"])
-    assert response.status_code == 302
-    downloaded = requests.get(response["Location"], timeout=10)
-    assert downloaded.status_code == 200
-    assert hashlib.sha256(downloaded.content).hexdigest() == manifest["sha256"]

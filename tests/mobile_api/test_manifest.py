@@ -1,4 +1,4 @@
-"""The app-facing manifest (ETag/304) and model download (full and byte ranges)."""
+"""The legacy manifest (/latest, ETag/304) and model cards; downloads are tested in test_downloads.py."""
 import datetime as dt
 import hashlib
 
@@ -11,7 +11,7 @@ from training.models import DatasetSnapshot, ModelArtifact, ModelVersion, Traini
 pytestmark = pytest.mark.django_db
 
 PREPROCESSING = {
-    "input_size": 224, "resize": 256, "resize_mode": "shorter_side_bilinear", "crop": "center",
+    "input_size": 224, "resize": 256, "resize_mode": "shorter_side_bilinear_antialias", "crop": "center",
     "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "channel_order": "RGB", "layout": "NCHW",
 }
 
@@ -63,32 +63,9 @@ def test_matching_etag_gives_304_and_a_new_version_changes_it(api, project):
     assert changed.status_code == 200 and changed["ETag"] != etag and changed.json()["version"] == 2
 
 
-def test_download_serves_the_bytes_and_resumes_with_ranges(api, project):
-    payload = bytes(range(256)) * 40
-    publish(project, 1, payload)
-    url = api.get("/api/mobile/v1/models/ants-bees/latest").json()["download_url"]
-
-    full = api.get(url)
-    assert full.status_code == 200 and b"".join(full.streaming_content) == payload
-    assert full["Content-Length"] == str(len(payload)) and full["Accept-Ranges"] == "bytes"
-
-    part = api.get(url, HTTP_RANGE="bytes=1000-")
-    assert part.status_code == 206 and part["Content-Range"] == f"bytes 1000-{len(payload) - 1}/{len(payload)}"
-    assert b"".join(part.streaming_content) == payload[1000:]
-
-    tail = api.get(url, HTTP_RANGE="bytes=-10")
-    assert b"".join(tail.streaming_content) == payload[-10:]
-
-    beyond = api.get(url, HTTP_RANGE=f"bytes={len(payload)}-")
-    assert beyond.status_code == 416 and beyond["Content-Range"] == f"bytes */{len(payload)}"
-
-
-def test_unknown_model_and_variant_are_404_json(api, project):
+def test_unknown_model_is_404_json(api, project):
     response = api.get("/api/mobile/v1/models/wasps/latest")
     assert response.status_code == 404 and response.json()["error"]["code"] == "model_not_found"
-    publish(project, 1, b"x")
-    response = api.get("/api/mobile/v1/models/ants-bees/versions/1/tflite-int4")
-    assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
 
 
 def test_openapi_schema_and_docs_page(api):
@@ -162,24 +139,6 @@ def test_without_a_recommended_onnx_the_top_level_is_the_first_recommended_file(
     manifest = api.get("/api/mobile/v1/models/ants-bees/latest").json()
 
     assert manifest["format"] == "pte" and manifest["download_url"].endswith("/versions/1/pte-int8")
-
-
-def test_download_by_format_and_variant_slug_with_ranges(api, project):
-    publish_alternatives(project)
-    payload = bytes(range(256)) * 4
-
-    full = api.get("/api/mobile/v1/models/ants-bees/versions/1/pte-int8")
-    assert full.status_code == 200 and b"".join(full.streaming_content) == payload
-    part = api.get("/api/mobile/v1/models/ants-bees/versions/1/pte-int8", HTTP_RANGE="bytes=1000-")
-    assert part.status_code == 206 and part["Content-Range"] == f"bytes 1000-{len(payload) - 1}/{len(payload)}"
-    assert b"".join(part.streaming_content) == payload[1000:]
-    # The variant may hold a "-": the slug splits on the first one only.
-    pruned = api.get("/api/mobile/v1/models/ants-bees/versions/1/pte-pruned-int8")
-    assert pruned.status_code == 200 and b"".join(pruned.streaming_content) == b"pruned pte" * 120
-
-    for slug in ("onnx-int4", "pte-fp16", "int8", "tflite-int8"):
-        response = api.get(f"/api/mobile/v1/models/ants-bees/versions/1/{slug}")
-        assert response.status_code == 404 and response.json()["error"]["code"] == "not_found", slug
 
 
 def test_the_card_endpoint_serves_the_version_card(api, project):
