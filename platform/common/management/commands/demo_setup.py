@@ -41,6 +41,7 @@ class Command(BaseCommand):
             f"Demo ready: project {project.slug!r}, model version {latest.version if latest else 'none yet'}."
         ))
         self.stdout.write(f"Staff login: {username} / {password}")
+        self.stdout.write(f"Demo app key (X-App-Key): {self._app_key()}")
 
     def _staff_account(self) -> tuple[str, str]:
         """The demo admin; its password comes from the environment or is generated once."""
@@ -57,6 +58,21 @@ class Command(BaseCommand):
         password_file.write_text(password + "\n")
         password_file.chmod(0o600)
         return username, password
+
+    def _app_key(self) -> str:
+        """A key for trying the app protocol (mobile_api/client.py); created once, kept in var/."""
+        from mobile_api.models import AppKey
+        from mobile_api.services import app_key_create
+
+        key_file = settings.VAR_DIR / "demo-app-key.txt"
+        if key_file.exists() and AppKey.objects.filter(name="Demo app", revoked_at__isnull=True).exists():
+            return key_file.read_text().strip()
+        AppKey.objects.filter(name="Demo app").delete()
+        _, key = app_key_create(name="Demo app")
+        key_file.parent.mkdir(parents=True, exist_ok=True)
+        key_file.write_text(key + "\n")
+        key_file.chmod(0o600)
+        return key
 
     def _project(self) -> Project:
         project, _ = Project.objects.get_or_create(
