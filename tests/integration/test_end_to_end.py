@@ -22,6 +22,7 @@ from django.db import connection
 from PIL import Image
 
 from challenges.selectors import project_today
+from mobile_api.services import app_key_create
 from submissions.models import Photo
 from submissions.services import photo_import_folder
 from training.models import ModelVersion, TrainingRun
@@ -44,6 +45,8 @@ def celery_worker(services, s3_storage, s3_prefix, weights_path, tmp_path):
         "PLATFORM_VAR_DIR": str(tmp_path / "worker-var"),
         "DJANGO_SECRET_KEY": "end-to-end-test",
         "PLATFORM_ENV_FILE": "",  # only what this test sets, never a developer's .env
+        # The loop, not every variant (tests/training/test_nightly.py builds them all): fp32 and int8.
+        "PLATFORM_COMPRESSION_VARIANTS": "fp32,int8",
     }
     log = open(tmp_path / "worker.log", "w+")
     worker = subprocess.Popen(
@@ -119,12 +122,19 @@ def test_photo_to_published_model_to_app(celery_worker, services, api, staff_api
     assert run.trigger == TrainingRun.Trigger.NIGHTLY
     assert sent.json()["id"] in {entry["photo"] for entry in run.snapshot.manifest["photos"]}
 
-    manifest = api.get("/api/mobile/v1/models/ants-bees/latest").json()
+    # What an app does: poll with its key, download the recommended ONNX file from S3, verify it.
+    _, key = app_key_create(name="End-to-end app")
+    api.credentials(HTTP_X_APP_KEY=key)
+    answer = api.get("/api/mobile/v1/models/ants-bees/update",
+                     {"install_id": "e2e-install-1", "app_version": "1.0", "platform": "android", "formats": "onnx"})
+    assert answer.status_code == 200, answer.content
+    manifest = answer.json()
     assert manifest["version"] == 1 == ModelVersion.objects.get(project=project).version
-    redirect = api.get(manifest["download_url"])
+    artifact = next(a for a in manifest["artifacts"] if a["recommended"])
+    redirect = api.get(artifact["download_url"])
     assert redirect.status_code == 302
     model_bytes = requests.get(redirect["Location"], timeout=30).content
-    assert hashlib.sha256(model_bytes).hexdigest() == manifest["sha256"] and len(model_bytes) == manifest["size"]
+    assert hashlib.sha256(model_bytes).hexdigest() == artifact["sha256"] and len(model_bytes) == artifact["size"]
 
     session = onnxruntime.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
     input_name = session.get_inputs()[0].name
@@ -132,7 +142,7 @@ def test_photo_to_published_model_to_app(celery_worker, services, api, staff_api
     for label_index, label in enumerate(manifest["labels"]):
         for path in sorted((hymenoptera / "val" / label).glob("*.jpg")):
             with Image.open(path) as image:
-                probabilities = session.run(None, {input_name: _feed(image, manifest["input"])})[0][0]
+                probabilities = session.run(None, {input_name: _feed(image, artifact["input"])})[0][0]
             correct += int(np.argmax(probabilities) == label_index)
             total += 1
     accuracy = correct / total
