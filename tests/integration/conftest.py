@@ -1,11 +1,17 @@
 """Fixtures for tests against the real servers that scripts/test starts on loopback."""
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+FAULT_REPORT = ROOT / "bench" / "results" / "faults.json"
 
 REQUIRED = ("DATABASE_URL", "TEST_REDIS_URL", "TEST_S3_ENDPOINT_URL", "TEST_S3_ACCESS_KEY_ID",
             "TEST_S3_SECRET_ACCESS_KEY", "TEST_S3_REGION", "TEST_S3_BUCKET")
@@ -20,6 +26,17 @@ class Services:
     s3_secret_key: str
     s3_region: str
     s3_bucket: str
+    # The folder scripts/services.sh started them in: fault tests stop and start them there.
+    services_dir: str = ""
+
+    def control(self, command: str) -> None:
+        """Stop or start one server (stop-s3, start-s3, stop-redis, start-redis, restart-postgres)."""
+        if not self.services_dir:
+            pytest.fail("SERVICES_DIR is not set; fault tests need the servers of scripts/test")
+        subprocess.run(
+            [str(ROOT / "scripts" / "services.sh"), command, self.services_dir],
+            check=True, capture_output=True, timeout=180,
+        )
 
     def boto3_client(self, *, secret_key: str | None = None):
         import boto3
@@ -64,7 +81,34 @@ def services() -> Services:
         s3_secret_key=os.environ["TEST_S3_SECRET_ACCESS_KEY"],
         s3_region=os.environ["TEST_S3_REGION"],
         s3_bucket=os.environ["TEST_S3_BUCKET"],
+        services_dir=os.environ.get("SERVICES_DIR", ""),
     )
+
+
+@dataclass
+class FaultReport:
+    """What each fault test did and what it found afterwards; bench/faults.py prints it.
+
+    One row per fault: what was broken, what the clients saw, what the data check found,
+    and how many accepted items were lost (the claim is: none).
+    """
+
+    rows: dict[str, dict] = field(default_factory=dict)
+
+    def add(self, *, fault: str, tried: str, seen: str, checked: str, lost: int, **figures) -> None:
+        self.rows[fault] = {"fault": fault, "tried": tried, "seen": seen, "checked": checked,
+                            "lost": lost, **figures}
+
+
+@pytest.fixture(scope="session")
+def fault_report():
+    """Rows added by fault tests are merged into bench/results/faults.json at the end."""
+    report = FaultReport()
+    yield report
+    if report.rows:
+        earlier = json.loads(FAULT_REPORT.read_text()) if FAULT_REPORT.is_file() else {}
+        FAULT_REPORT.parent.mkdir(parents=True, exist_ok=True)
+        FAULT_REPORT.write_text(json.dumps({**earlier, **report.rows}, indent=2) + "\n")
 
 
 @pytest.fixture
