@@ -50,7 +50,7 @@ def celery_worker(services, s3_storage, s3_prefix, weights_path, tmp_path):
     }
     log = open(tmp_path / "worker.log", "w+")
     worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "config", "worker", "--pool", "solo", "--loglevel", "INFO",
+        [sys.executable, "-m", "celery", "-A", "config", "worker", "--pool", "solo", "--queues", "light,training", "--loglevel", "INFO",
          "--hostname", f"e2e-{os.getpid()}@%h", "--without-gossip", "--without-mingle"],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
     )
@@ -109,7 +109,7 @@ def test_photo_to_published_model_to_app(celery_worker, services, api, staff_api
     assert counts["imported"] >= 240 and counts["duplicate"] == 1
 
     night = project_today(project=project).isoformat()
-    celery_worker.send_task("training.tasks.training_run_nightly", args=[project.pk, night])
+    celery_worker.send_task("training.tasks.training_run_nightly", args=[project.pk, night], queue="training")
 
     deadline = time.monotonic() + 600
     while True:
