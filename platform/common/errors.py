@@ -5,13 +5,17 @@ Body of every API error: {"error": {"code": "<machine_readable>", "message": "<h
 """
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.db import InterfaceError, OperationalError
 from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
+
+logger = logging.getLogger(__name__)
 
 
 class DomainError(Exception):
@@ -84,6 +88,20 @@ class ServiceUnavailable(DomainError):
     retry_after = 30
 
 
+# A lost or refused database connection (a restart, a failover, a full connection table):
+# transient, so clients are told to retry (503) rather than shown a server error (500).
+DATABASE_ERRORS = (OperationalError, InterfaceError)
+DATABASE_RETRY_AFTER = 5
+
+
+def database_unavailable(exc: Exception) -> ServiceUnavailable:
+    """The domain error a database error is answered with; logged, as a 500 would have been."""
+    logger.warning("database unavailable, answered 503: %s: %s", type(exc).__name__, exc)
+    return ServiceUnavailable(
+        "The database is unavailable; retry shortly.", code="database_unavailable", retry_after=DATABASE_RETRY_AFTER
+    )
+
+
 def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
     """The JSON body of every API error."""
     return {"error": {"code": code, "message": message, **extra}}
@@ -91,6 +109,8 @@ def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
 
 def api_exception_handler(exc: Exception, context: dict) -> Response | None:
     """DRF exception handler: domain errors and DRF's own errors in one JSON shape."""
+    if isinstance(exc, DATABASE_ERRORS):
+        exc = database_unavailable(exc)
     if isinstance(exc, DomainError):
         extra = dict(exc.extra)
         headers = None

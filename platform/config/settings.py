@@ -62,6 +62,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, so its process_exception sees a view's database errors first: 503, not a 500 page.
+    "common.middleware.DatabaseUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -99,7 +101,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
 else:
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+    # A persistent connection that died (a database restart) is replaced at the next request.
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    # An unreachable server fails a request in seconds (503) instead of the OS's TCP timeout.
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
+        "connect_timeout", env.int("DATABASE_CONNECT_TIMEOUT", default=5)
+    )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -122,6 +129,8 @@ STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
 STORAGE_BACKEND = env.str("STORAGE_BACKEND", default="local")
 if STORAGE_BACKEND == "s3":
+    from botocore.config import Config as _BotoConfig
+
     _default_storage = {
         "BACKEND": "storages.backends.s3.S3Storage",
         "OPTIONS": {
@@ -130,15 +139,25 @@ if STORAGE_BACKEND == "s3":
             "access_key": env.str("AWS_ACCESS_KEY_ID"),
             "secret_key": env.str("AWS_SECRET_ACCESS_KEY"),
             "region_name": env.str("AWS_S3_REGION_NAME", default="us-east-1"),
-            "signature_version": "s3v4",
-            # Path-style works with every S3 implementation (radosgw, MinIO, AWS).
-            "addressing_style": env.str("AWS_S3_ADDRESSING_STYLE", default="path"),
             "default_acl": None,  # the bucket stays private; reads go through presigned URLs
             "querystring_auth": True,
             "querystring_expire": env.int("AWS_QUERYSTRING_EXPIRE", default=900),
             "file_overwrite": False,
             # A key prefix, so several deployments (or test runs) can share a bucket.
             "location": env.str("AWS_S3_LOCATION", default=""),
+            # The client's own settings (django-storages' signature_version and addressing_style
+            # options are ignored beside it). Short timeouts and few retries: a stopped object
+            # store is answered in seconds (503 + Retry-After), not after botocore's 60 s
+            # timeouts and up to 5 attempts.
+            "client_config": _BotoConfig(
+                signature_version="s3v4",
+                # Path-style works with every S3 implementation (radosgw, MinIO, AWS).
+                s3={"addressing_style": env.str("AWS_S3_ADDRESSING_STYLE", default="path")},
+                connect_timeout=env.float("AWS_S3_CONNECT_TIMEOUT", default=3.0),
+                read_timeout=env.float("AWS_S3_READ_TIMEOUT", default=30.0),
+                # Attempts in all, the first included (the AWS SDKs' AWS_MAX_ATTEMPTS meaning).
+                retries={"mode": "standard", "total_max_attempts": env.int("AWS_S3_MAX_ATTEMPTS", default=3)},
+            ),
         },
     }
 elif STORAGE_BACKEND == "local":
@@ -160,6 +179,10 @@ STORAGES = {
         )
     },
 }
+
+# An object no row references is deleted by the daily sweep once older than this: an upload
+# in flight stores its objects before its row commits (common/storage_sweep.py).
+PLATFORM_ORPHAN_GRACE_SECONDS = env.int("PLATFORM_ORPHAN_GRACE_SECONDS", default=3600)
 
 # --- uploads --------------------------------------------------------------------------
 PLATFORM_UPLOAD_MAX_BYTES = env.int("PLATFORM_UPLOAD_MAX_BYTES", default=20 * 1024 * 1024)
@@ -259,6 +282,11 @@ CELERY_BEAT_SCHEDULE = {
     "newsletter-weekly": {
         "task": "newsletter.tasks.newsletter_weekly",
         "schedule": crontab(day_of_week="mon", hour=8, minute=0),
+    },
+    # Daily, after the night's training: stored objects that no row owns (common/storage_sweep.py).
+    "storage-sweep": {
+        "task": "common.tasks.storage_sweep_daily",
+        "schedule": crontab(hour=(PLATFORM_NIGHTLY_HOUR + 3) % 24, minute=30),
     },
 }
 
