@@ -2,7 +2,10 @@
 
 The callers are an anonymous visitor, the volunteer who owns the photos in play, another
 volunteer, and a staff member (is_staff, no superuser powers). API calls authenticate as
-apps do (a token); pages with a browser session. A new route fails
+apps do (a token); pages with a browser session. Two more callers send only an app key
+(X-App-Key), as installed apps do: a valid one ("app") and a revoked one ("revoked_app");
+a key is not a user, so outside the app endpoints they are answered like an anonymous
+visitor. A new route (or a new method of an API route) fails
 `test_every_route_is_in_the_matrix` until its row is added here.
 """
 from __future__ import annotations
@@ -18,8 +21,9 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
+from rest_framework.views import APIView
 
-from mobile_api.services import channel_create, release_pause, release_promote
+from mobile_api.services import app_key_create, app_key_revoke, channel_create, release_pause, release_promote
 from newsletter.services import unsubscribe_token_make
 from submissions.models import Photo
 from tests.conftest import jpeg_bytes
@@ -30,6 +34,7 @@ from tests.moderation.conftest import make_photo
 pytestmark = pytest.mark.django_db
 
 ROLES = ("anonymous", "owner", "other", "staff")
+APP_ROLES = ("app", "revoked_app")  # expected like "anonymous" unless a row says otherwise
 LOGIN = "login"  # a redirect to the login page
 _unique = itertools.count()
 
@@ -50,6 +55,11 @@ def owner_and_staff(status, *, anonymous, other=404):
     return {"anonymous": anonymous, "owner": status, "other": other, "staff": status}
 
 
+def app_key(status):
+    """An app endpoint: no role but an app with a valid key gets in."""
+    return everyone(401) | {"app": status, "revoked_app": 401}
+
+
 @dataclass(frozen=True)
 class Route:
     method: str
@@ -65,6 +75,12 @@ def _upload(world, role):
     image = io.BytesIO(jpeg_bytes(comment=f"{role}-{next(_unique)}".encode()))
     image.name = "photo.jpg"
     return {"challenge": world["challenge"], "label": "ants", "image": image}
+
+
+def _feedback(world, role):
+    image = io.BytesIO(jpeg_bytes(comment=f"feedback-{role}-{next(_unique)}".encode()))
+    image.name = "photo.jpg"
+    return {"install_id": "install-0001", "photo": image, "predicted_label": "bees", "label": "ants", "version": 1}
 
 
 ROUTES = [
@@ -93,18 +109,19 @@ ROUTES = [
     Route("get", "/api/v1/projects/{project}/leaderboards/all/", everyone(200)),
     # --- apps ---
     Route("get", "/api/mobile/v1/models/{project}/latest", everyone(200)),
-    # Downloads, telemetry and feedback need an app key (X-App-Key), which no role here sends.
-    Route("get", "/api/mobile/v1/models/{project}/versions/1/onnx-fp32", everyone(401)),
-    Route("get", "/api/mobile/v1/models/{project}/versions/1/onnx-fp32/from/1", everyone(401)),
-    Route("post", "/api/mobile/v1/models/{project}/telemetry", everyone(401),
+    # Downloads, telemetry and feedback need an app key (X-App-Key): only the "app" caller sends a valid one.
+    Route("get", "/api/mobile/v1/models/{project}/versions/1/onnx-fp32", app_key(200)),
+    # The key is accepted; there is no patch from a version to itself.
+    Route("get", "/api/mobile/v1/models/{project}/versions/1/onnx-fp32/from/1", app_key(404)),
+    Route("post", "/api/mobile/v1/models/{project}/telemetry", app_key(202),
           data={"install_id": "install-0001",
                 "events": [{"version": 1, "format": "onnx", "variant": "fp32", "event": "loaded"}]}),
-    Route("post", "/api/mobile/v1/models/{project}/feedback", everyone(401), data=_upload, multipart=True),
+    Route("post", "/api/mobile/v1/models/{project}/feedback", app_key(201), data=_feedback, multipart=True),
     Route("get", "/api/mobile/v1/staff/models/{project}/channels/{channel}/telemetry", staff_only(200)),
     Route("get", "/api/mobile/v1/models/{project}/versions/1/card", everyone(200)),
-    # Update checks need an app key (X-App-Key), which no role here sends.
+    # Update checks need an app key (X-App-Key).
     Route("get", "/api/mobile/v1/models/{project}/update?install_id=install-0001&app_version=1.0&platform=ios"
-                 "&formats=onnx", everyone(401)),
+                 "&formats=onnx", app_key(200)),
     # --- releases (staff) ---
     Route("post", "/api/mobile/v1/staff/models/{project}/channels/{channel}/promote", staff_only(201),
           data={"version": 3}),
@@ -166,7 +183,10 @@ def world(project, challenge):
     release_promote(channel=stable, version=project.model_versions.get(version=1))
     canary = release_promote(channel=stable, version=project.model_versions.get(version=2), rollout_percent=20)
     release_pause(release=canary)
+    retired, retired_key = app_key_create(name="Retired app")
+    app_key_revoke(app_key=retired)
     return {
+        "app_keys": {"app": app_key_create(name="App")[1], "revoked_app": retired_key},
         "users": {"owner": owner, "other": UserFactory(), "staff": UserFactory(is_staff=True)},
         "project": project.slug, "channel": "stable", "challenge": challenge.pk, "label": label.pk,
         "pending": pending.public_id, "approved": approved.public_id, "featured": featured.public_id,
@@ -175,6 +195,9 @@ def world(project, challenge):
 
 
 def _client(world, route: Route, role: str):
+    if role in APP_ROLES:  # an app: its key and nothing else
+        headers = {"HTTP_X_APP_KEY": world["app_keys"][role]}
+        return APIClient(**headers) if route.url.startswith("/api/") else Client(**headers)
     user = world["users"].get(role)
     if route.url.startswith("/api/"):
         client = APIClient()
@@ -198,11 +221,11 @@ def _call(world, route: Route, role: str):
     return getattr(client, route.method)(url, data, content_type="application/json")
 
 
-@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("role", ROLES + APP_ROLES)
 @pytest.mark.parametrize("route", ROUTES, ids=lambda r: f"{r.method.upper()} {r.url}")
 def test_access(world, route: Route, role: str):
     response = _call(world, route, role)
-    expected = route.expected[role]
+    expected = route.expected.get(role, route.expected["anonymous"])
     if expected == LOGIN:
         assert response.status_code == 302, response.content[:300]
         assert "login" in response["Location"]
@@ -218,19 +241,31 @@ def test_access(world, route: Route, role: str):
 def test_every_route_is_in_the_matrix():
     """Each URL pattern (admin aside) appears in ROUTES, so new endpoints get a row."""
     covered = {_pattern_of(route.url) for route in ROUTES}
-    missing = sorted(set(_patterns(get_resolver().url_patterns)) - covered)
+    patterns = dict(_patterns(get_resolver().url_patterns))
+    missing = sorted(set(patterns) - covered)
     assert not missing, f"add these routes to the authorization matrix: {missing}"
+    # Every method an API view answers has its row too (pages answer what their rows show).
+    rows = {(_pattern_of(route.url), route.method) for route in ROUTES}
+    methods = {(path, method) for path, view in patterns.items() for method in _api_methods(view)}
+    assert not sorted(methods - rows), f"add these methods to the authorization matrix: {sorted(methods - rows)}"
 
 
 def _patterns(patterns, prefix=""):
     for pattern in patterns:
         if isinstance(pattern, URLResolver):
             if str(pattern.pattern) == "admin/":
-                yield "/admin/"
+                yield "/admin/", None
                 continue
             yield from _patterns(pattern.url_patterns, prefix + str(pattern.pattern))
         elif isinstance(pattern, URLPattern):
-            yield "/" + prefix + str(pattern.pattern)
+            yield "/" + prefix + str(pattern.pattern), pattern.callback
+
+
+def _api_methods(view) -> list[str]:
+    cls = getattr(view, "cls", None)
+    if not (isinstance(cls, type) and issubclass(cls, APIView)):
+        return []
+    return [method for method in ("get", "post", "put", "patch", "delete") if hasattr(cls, method)]
 
 
 def _pattern_of(url: str) -> str:

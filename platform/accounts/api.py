@@ -1,5 +1,5 @@
 """Sign-up, token login and the volunteer's own profile (/me/) for the REST API."""
-from django.contrib.auth import authenticate
+from django.contrib.auth import authenticate, user_logged_in
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.permissions import AllowAny, IsAuthenticated
@@ -8,7 +8,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.services import profile_get_or_create, profile_update, token_get_or_create, volunteer_create
-from common.errors import DomainError
+from accounts.throttles import LoginRateThrottle, SignupRateThrottle, lockout_seconds
+from common.errors import DomainError, TooManyRequests
 
 
 class TokenOutput(serializers.Serializer):
@@ -19,6 +20,7 @@ class TokenOutput(serializers.Serializer):
 class SignupApi(APIView):
     permission_classes = [AllowAny]
     authentication_classes: list = []
+    throttle_classes = [SignupRateThrottle]
 
     class Input(serializers.Serializer):
         username = serializers.RegexField(r"^[\w.@+-]{3,150}$")
@@ -36,8 +38,11 @@ class SignupApi(APIView):
 
 
 class TokenLoginApi(APIView):
+    """A token for a username and password; failed logins lock the username out (django-axes)."""
+
     permission_classes = [AllowAny]
     authentication_classes: list = []
+    throttle_classes = [LoginRateThrottle]
 
     class Input(serializers.Serializer):
         username = serializers.CharField(max_length=150)
@@ -47,9 +52,18 @@ class TokenLoginApi(APIView):
     def post(self, request: Request) -> Response:
         data = self.Input(data=request.data)
         data.is_valid(raise_exception=True)
+        # With the request, django-axes counts the failure and refuses a locked-out username.
         user = authenticate(request, **data.validated_data)
+        if user is None and getattr(request, "axes_locked_out", False):
+            raise TooManyRequests(
+                "Too many failed logins for this account from your network; wait and try again.",
+                code="login_locked_out",
+                retry_after=lockout_seconds(request),
+            )
         if user is None:
             raise DomainError("Wrong username or password.", code="invalid_credentials")
+        # A token login is a login: last_login moves and django-axes forgets the failures.
+        user_logged_in.send(sender=type(user), request=request, user=user)
         return Response({"username": user.username, "token": token_get_or_create(user=user)})
 
 

@@ -3,7 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 
 from accounts.api import MeApi, SignupApi, TokenLoginApi
-from accounts.views import profile_page, signup_page
+from accounts.views import ThrottledLoginView, profile_page, signup_page
 
 api_urlpatterns = [
     path("auth/signup/", SignupApi.as_view(), name="api-signup"),
@@ -11,7 +11,7 @@ api_urlpatterns = [
     path("me/", MeApi.as_view(), name="api-me"),
 ]
 urlpatterns = [
-    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/login/", ThrottledLoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("accounts/signup/", signup_page, name="signup"),
     path("me/", profile_page, name="profile"),

@@ -2,12 +2,14 @@
 from django import forms
 from django.contrib import messages
 from django.contrib.auth import login
+from django.contrib.auth.views import LoginView
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import UserCreationForm
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 
 from accounts.services import profile_get_or_create, profile_update, volunteer_create
+from accounts.throttles import LoginRateThrottle, SignupRateThrottle, page_throttled
 from common.errors import DomainError
 
 
@@ -17,6 +19,8 @@ class SignupForm(UserCreationForm):
 
 def signup_page(request: HttpRequest) -> HttpResponse:
     """Create a volunteer account and log it in."""
+    if request.method == "POST" and (refusal := page_throttled(request, SignupRateThrottle)):
+        return refusal
     form = SignupForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
@@ -31,6 +35,13 @@ def signup_page(request: HttpRequest) -> HttpResponse:
             login(request, user, backend="django.contrib.auth.backends.ModelBackend")
             return redirect("home")
     return render(request, "accounts/signup.html", {"form": form})
+
+
+class ThrottledLoginView(LoginView):
+    """Django's login page, with the token API's per-address budget on its POSTs."""
+
+    def post(self, request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        return page_throttled(request, LoginRateThrottle) or super().post(request, *args, **kwargs)
 
 
 class ProfileForm(forms.Form):

@@ -21,7 +21,9 @@ import re
 from collections.abc import Iterator
 from typing import BinaryIO
 
+from django.core.exceptions import SuspiciousFileOperation
 from django.core.files.storage import FileSystemStorage, default_storage
+from django.core.files.utils import validate_file_name
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse, StreamingHttpResponse
 
 from common.errors import error_body
@@ -51,8 +53,12 @@ def stored_file_response(
     ranges itself and refuses altered or expired URLs. On local storage the file is streamed
     from here, with a single byte range (206) so interrupted downloads resume. HEAD answers
     the headers of a full GET (size from storage) on both, without a body or a redirect. A
-    name missing from storage is a 404.
+    name missing from storage is a 404, and so is a name that would leave the storage root
+    (``..``, an absolute path, a NUL byte): names come from the database, never from the URL,
+    so such a name is a damaged row, and refusing it here keeps it from becoming a 500 (or,
+    on S3, a presigned URL for another key).
     """
+    _check_name(name)
     quoted = f'"{etag}"'
     if _etag_listed(request.headers.get("If-None-Match"), quoted):
         return _with_headers(HttpResponse(status=304), etag=quoted)
@@ -101,6 +107,15 @@ def stored_file_response(
     if status == 206:
         response["Content-Range"] = f"bytes {start}-{end}/{size}"
     return _with_headers(response, etag=quoted)
+
+
+def _check_name(name: str) -> None:
+    try:
+        validate_file_name(name, allow_relative_path=True)
+    except SuspiciousFileOperation as exc:
+        raise Http404("No such stored file.") from exc
+    if "\x00" in name:  # the OS would refuse it with a ValueError (a 500)
+        raise Http404("No such stored file.")
 
 
 def _with_headers(response: HttpResponse, *, etag: str) -> HttpResponse:

@@ -6,6 +6,7 @@ broker on the local file system, so no server is needed. Production sets DATABAS
 (PostgreSQL), CELERY_BROKER_URL (Redis) and STORAGE_BACKEND=s3.
 """
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -41,6 +42,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "django_filters",
+    "axes",  # failed-login lockout (security section)
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "common",
@@ -62,6 +64,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Near the end, as django-axes asks: turns a lockout into the 429 page.
+    "axes.middleware.AxesMiddleware",
     # Last, so its process_exception sees a view's database errors first: 503, not a 500 page.
     "common.middleware.DatabaseUnavailableMiddleware",
 ]
@@ -109,6 +113,8 @@ else:
     )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# django-axes first: it refuses a locked-out username+address before any password is checked.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -245,6 +251,45 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
 }
 
+# --- security -------------------------------------------------------------------------
+# Production serves HTTPS through nginx, which sets X-Forwarded-Proto: PLATFORM_HTTPS=1 turns
+# on everything that needs HTTPS (`manage.py check --deploy` passes with it). Off by default:
+# the embedded default (scripts/run) is plain http on localhost, where secure cookies and
+# HSTS would lock the browser out.
+PLATFORM_HTTPS = env.bool("PLATFORM_HTTPS", default=False)
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if PLATFORM_HTTPS else None
+SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=PLATFORM_HTTPS)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = PLATFORM_HTTPS
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = CSRF_COOKIE_SAMESITE = "Lax"
+SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=31_536_000 if PLATFORM_HTTPS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", default=PLATFORM_HTTPS)
+# Preloading is a promise to browsers that is slow to take back: a deployment opts in on
+# purpose, and until then the deploy check's reminder about it (security.W021) stays quiet.
+SECURE_HSTS_PRELOAD = env.bool("DJANGO_SECURE_HSTS_PRELOAD", default=False)
+SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+# Reverse proxies in front of the platform that append the client's address to
+# X-Forwarded-For (nginx: 1). 0 trusts only the socket's address: a client cannot pick its
+# own address to dodge the per-address limits below.
+PLATFORM_PROXY_COUNT = env.int("PLATFORM_PROXY_COUNT", default=0)
+REST_FRAMEWORK["NUM_PROXIES"] = PLATFORM_PROXY_COUNT
+# Per-address limits on the account endpoints (DRF throttle syntax), shared by the API and
+# the pages: token API and login page; sign-up API and page.
+PLATFORM_LOGIN_RATE = env.str("PLATFORM_LOGIN_RATE", default="30/min")
+PLATFORM_SIGNUP_RATE = env.str("PLATFORM_SIGNUP_RATE", default="20/hour")
+# Failed logins (page, admin, token API) lock out one username from one address.
+AXES_FAILURE_LIMIT = env.int("PLATFORM_LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("PLATFORM_LOGIN_COOLOFF_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_DISABLE_ACCESS_LOG = True  # successful logins: last_login is enough (no row per login)
+AXES_CLIENT_IP_CALLABLE = "accounts.throttles.client_address"
+AXES_LOCKOUT_CALLABLE = "accounts.throttles.lockout_page"
+
 # --- Celery ---------------------------------------------------------------------------
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
 if CELERY_BROKER_URL.startswith("filesystem://"):
@@ -347,4 +392,7 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("PLATFORM_LOG_LEVEL", default="INFO")},
+    # At DEBUG botocore logs every request signature, presigned download URLs' included (each
+    # one a key to a file for AWS_QUERYSTRING_EXPIRE seconds): never below INFO, whatever the root.
+    "loggers": {name: {"level": "INFO"} for name in ("botocore", "boto3", "s3transfer", "urllib3")},
 }
