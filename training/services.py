@@ -93,12 +93,13 @@ def dataset_snapshot_create(*, project: Project) -> DatasetSnapshot:
     Each photo's split comes from a content hash, so it never changes as photos are added;
     a near duplicate takes the split of its group's root (the end of its
     ``near_duplicate_of`` chain), so a photo and its near copy never straddle train and holdout.
+    An imported photo keeps the split its source instance gave it (see `dataset_split_keys`).
     """
     from training.ml.pipeline import split_for  # pure Python, no torch at import
 
     holdout_percent = settings.PLATFORM_HOLDOUT_PERCENT
     photos = list(photo_list_approved(project_id=project.pk).order_by("id"))
-    group_sha256 = _near_duplicate_roots(photos)
+    group_sha256 = dataset_split_keys(photos)
     entries = []
     counts: dict[str, dict[str, int]] = {label.name: {"train": 0, "holdout": 0} for label in project.labels.all()}
     for photo in photos:
@@ -132,19 +133,24 @@ def dataset_balance(*, label_counts: dict[str, dict[str, int]]) -> dict:
     return balance
 
 
-def _near_duplicate_roots(photos: list[Photo]) -> dict[int, str]:
-    """photo pk -> sha256 of the root of its near-duplicate chain (itself when it has none).
+def dataset_split_keys(photos: list[Photo]) -> dict[int, str]:
+    """photo pk -> the hash that decides its split: its near-duplicate group root's sha256.
 
-    The root may be a photo that is not approved (or of no interest otherwise): it is loaded
-    for its hash only. A cycle (never made by uploads, but possible by hand) resolves to its
-    smallest pk, so every member of the cycle agrees.
+    The root is the end of the photo's ``near_duplicate_of`` chain (itself when it has none).
+    It may be a photo that is not approved (or of no interest otherwise): it is loaded for its
+    hash only. A cycle (never made by uploads, but possible by hand) resolves to its smallest
+    pk, so every member of the cycle agrees. A photo with a ``split_key`` (imported with the
+    key its source instance used) ends its chain and its key stands for its hash.
     """
-    links: dict[int, tuple[int | None, str]] = {p.pk: (p.near_duplicate_of_id, p.sha256) for p in photos}
+    def link(parent: int | None, sha256: str, split_key: str) -> tuple[int | None, str]:
+        return (None, split_key) if split_key else (parent, sha256)
+
+    links = {p.pk: link(p.near_duplicate_of_id, p.sha256, p.split_key) for p in photos}
     missing = {parent for parent, _ in links.values() if parent is not None and parent not in links}
     while missing:
-        found = Photo.objects.filter(pk__in=missing).values_list("pk", "near_duplicate_of_id", "sha256")
-        for pk, parent, sha256 in found:
-            links[pk] = (parent, sha256)
+        found = Photo.objects.filter(pk__in=missing).values_list("pk", "near_duplicate_of_id", "sha256", "split_key")
+        for pk, parent, sha256, split_key in found:
+            links[pk] = link(parent, sha256, split_key)
         for pk in missing - set(links):  # vanished between the queries: the chain ends here
             links[pk] = (None, "")
         missing = {parent for parent, _ in links.values() if parent is not None and parent not in links}

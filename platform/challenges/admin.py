@@ -7,7 +7,7 @@ from pathlib import Path
 
 from django import forms
 from django.conf import settings
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.core.files.uploadedfile import SimpleUploadedFile, UploadedFile
 from django.db.models import Count, Q
 from django.http import HttpRequest
@@ -68,6 +68,22 @@ class LabelInline(admin.TabularInline):
 class ProjectAdmin(admin.ModelAdmin):
     list_display = ["slug", "title", "time_zone", "is_active"]
     inlines = [LabelInline]
+    actions = ["export_dataset"]
+
+    @admin.action(description="Export approved data set (.zip)", permissions=["view"])
+    def export_dataset(self, request: HttpRequest, queryset):
+        """Download one project's approved photos and manifest (no volunteer names), as dataset_export writes it."""
+        from django.http import FileResponse
+
+        from training.portability import dataset_export_file  # training sits above challenges
+
+        if queryset.count() != 1:
+            self.message_user(request, "Choose exactly one project to export.", level=messages.ERROR)
+            return None
+        project = queryset.get()
+        return FileResponse(
+            dataset_export_file(project=project), as_attachment=True, filename=f"{project.slug}-dataset.zip"
+        )
 
 
 class ChallengeAdminForm(forms.ModelForm):

@@ -8,6 +8,7 @@ pixels, so every upload is decoded exactly once.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import math
@@ -53,8 +54,16 @@ class SanitizedImage:
     phash: str              # perceptual hash (hex), for near-duplicate detection
 
 
-def image_sanitize(*, upload: BinaryIO, size: int, max_bytes: int, max_pixels: int) -> SanitizedImage:
-    """Check, decode and re-encode an uploaded image; raise a DomainError naming the problem."""
+def image_sanitize(
+    *, upload: BinaryIO, size: int, max_bytes: int, max_pixels: int, keep_clean_jpeg: bool = False
+) -> SanitizedImage:
+    """Check, decode and re-encode an uploaded image; raise a DomainError naming the problem.
+
+    With ``keep_clean_jpeg``, an upload that already is a stored copy as this function writes
+    it (see `_is_clean_jpeg`) keeps its exact bytes as ``content``: re-encoding a JPEG is not
+    idempotent, and a data set moved between instances must keep its hashes. It is decoded
+    and checked all the same; the display copy and thumbnail are made as always.
+    """
     if size <= 0:
         raise ValidationFailed("The file is empty.", code="empty_file")
     if size > max_bytes:
@@ -82,7 +91,13 @@ def image_sanitize(*, upload: BinaryIO, size: int, max_bytes: int, max_pixels: i
                 "The image could not be decoded (truncated or corrupt file).", code="corrupt_image"
             ) from exc
         with image:
-            return _decode_and_reencode(image, upload_sha256=upload_sha256, max_pixels=max_pixels)
+            sanitized = _decode_and_reencode(image, upload_sha256=upload_sha256, max_pixels=max_pixels)
+            if keep_clean_jpeg:
+                upload.seek(0)
+                data = upload.read()
+                if _is_clean_jpeg(data, stored_size=(sanitized.width, sanitized.height)):
+                    return dataclasses.replace(sanitized, content=data, sha256=upload_sha256)
+            return sanitized
 
 
 def _decode_and_reencode(image: Image.Image, *, upload_sha256: str, max_pixels: int) -> SanitizedImage:
@@ -138,6 +153,27 @@ def _decode_and_reencode(image: Image.Image, *, upload_sha256: str, max_pixels: 
         sha256=hashlib.sha256(content).hexdigest(),
         phash=phash,
     )
+
+
+def _is_clean_jpeg(data: bytes, *, stored_size: tuple[int, int]) -> bool:
+    """Whether `data` (already decoded successfully) is a stored copy: keeping it reveals nothing more.
+
+    An RGB JPEG at its stored size (not resized, no orientation to apply), whose only
+    application segment is the JFIF header, with no comment, and nothing hidden after the
+    end-of-image marker (0xFFD9 cannot occur earlier in such a file: entropy-coded data
+    stuffs every 0xFF byte, and the JFIF header and tables have none). Only the header is
+    read here.
+    """
+    with Image.open(io.BytesIO(data)) as header:
+        return (
+            header.format == "JPEG"
+            and header.mode == "RGB"
+            and header.size == stored_size
+            and all(marker == "APP0" and payload.startswith(b"JFIF\0") for marker, payload in header.applist)
+            and not {"comment", "exif", "icc_profile", "xmp"} & set(header.info)
+            and data.endswith(b"\xff\xd9")
+            and data.count(b"\xff\xd9") == 1
+        )
 
 
 def upload_digest(upload: BinaryIO) -> str:

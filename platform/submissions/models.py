@@ -76,6 +76,11 @@ class Photo(TimeStampedModel):
     upload_sha256 = models.CharField(max_length=64, help_text="Of the bytes sent: exact duplicates.")
     sha256 = models.CharField(max_length=64, help_text="Of the stored, re-encoded JPEG.")
     phash = models.CharField(max_length=32, help_text="Perceptual hash: near duplicates.")
+    split_key = models.CharField(
+        max_length=64, blank=True,
+        help_text="The content hash that decides its train/holdout split, kept from the instance it was "
+        "imported from; empty: its near-duplicate group's root decides.",
+    )
 
     # Moderation flags and curation.
     near_duplicate_of = models.ForeignKey(

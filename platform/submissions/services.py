@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
+import uuid
 import zoneinfo
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -60,6 +61,14 @@ class AppFeedback:
     model_version: int | None = None
 
 
+@dataclass(frozen=True)
+class ImportedPhoto:
+    """A photo of another instance's data set export: it keeps its id, its bytes and its split."""
+
+    public_id: uuid.UUID
+    split_key: str
+
+
 def photo_create(
     *,
     project: Project,
@@ -91,6 +100,7 @@ def photo_upload(
     idempotency_key: str | None = None,
     max_bytes: int | None = None,
     app: AppFeedback | None = None,
+    imported: ImportedPhoto | None = None,
 ) -> PhotoUpload:
     """Validate, sanitize and store one photo with its display copy and thumbnail.
 
@@ -101,6 +111,8 @@ def photo_upload(
     An exact duplicate is refused (409); a near duplicate is accepted and flagged.
     ``max_bytes`` overrides PLATFORM_UPLOAD_MAX_BYTES (app feedback has its own limit);
     ``app`` records which app sent the photo and what its model predicted.
+    ``imported`` keeps a data set export's photo as it was: its public id, its split key and
+    its exact bytes (only a clean stored copy is accepted, since re-encoding changes the hash).
     """
     if idempotency_key is not None:
         if volunteer is None:
@@ -123,7 +135,13 @@ def photo_upload(
         size=size,
         max_bytes=settings.PLATFORM_UPLOAD_MAX_BYTES if max_bytes is None else max_bytes,
         max_pixels=settings.PLATFORM_UPLOAD_MAX_PIXELS,
+        keep_clean_jpeg=imported is not None,
     )
+    if imported is not None and sanitized.sha256 != sanitized.upload_sha256:
+        raise ValidationFailed(
+            "Not a stored copy as a data set export writes it (a metadata-free JPEG at its stored size).",
+            code="not_a_stored_copy",
+        )
     _refuse_exact_duplicate(project=project, sanitized=sanitized)
 
     photo = Photo(
@@ -146,6 +164,9 @@ def photo_upload(
         photo.app_name = app.app_name
         photo.predicted_label = app.predicted_label
         photo.model_version = app.model_version
+    if imported is not None:
+        photo.public_id = imported.public_id
+        photo.split_key = imported.split_key
     names = _storage_save_all(
         [
             (photo_upload_to(photo, ""), sanitized.content),
