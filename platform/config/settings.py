@@ -51,9 +51,12 @@ INSTALLED_APPS = [
     "newsletter",
     "training",
     "mobile_api",
+    "ops",
 ]
 
 MIDDLEWARE = [
+    # First: every request, static files included, gets an id and an access log line.
+    "ops.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -313,10 +316,26 @@ PLATFORM_ROLLOUT_MIN_LOAD_SAMPLES = env.int("PLATFORM_ROLLOUT_MIN_LOAD_SAMPLES",
 # Largest misprediction photo an app may send (bytes).
 PLATFORM_FEEDBACK_MAX_BYTES = env.int("PLATFORM_FEEDBACK_MAX_BYTES", default=10 * 1024 * 1024)
 
+# --- logs -----------------------------------------------------------------------------
+# One handler on stderr for the web, workers and beat (ops.apps makes Celery use it).
+# "json": one JSON object per line with time, level, logger, message and the request id or
+# Celery task it belongs to (production units set it); "plain": for a developer's terminal.
+PLATFORM_LOG_FORMAT = env.str("PLATFORM_LOG_FORMAT", default="plain")
+if PLATFORM_LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured(f"PLATFORM_LOG_FORMAT must be 'plain' or 'json', not {PLATFORM_LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"context": {"()": "ops.logs.ContextFilter"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "ops.logs.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": PLATFORM_LOG_FORMAT, "filters": ["context"]},
+    },
     "root": {"handlers": ["console"], "level": env.str("PLATFORM_LOG_LEVEL", default="INFO")},
+    # Django's own handlers (a second console copy under DEBUG, mail to ADMINS) are replaced
+    # by the one above, so every line has the same shape.
+    "loggers": {"django": {"handlers": [], "level": "INFO", "propagate": True}},
 }
