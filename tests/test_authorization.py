@@ -157,6 +157,10 @@ ROUTES = [
     Route("get", "/newsletter/unsubscribe/{unsubscribe}/", everyone(200)),
     Route("post", "/newsletter/unsubscribe/{unsubscribe}/", everyone(200)),
     Route("get", "/admin/", {"anonymous": LOGIN, "owner": LOGIN, "other": LOGIN, "staff": 200}),
+    # --- operations (ops): probes for load balancers, the admin's operations page ---
+    Route("get", "/healthz", everyone(200)),
+    Route("get", "/readyz", everyone(200)),
+    Route("get", "/admin/ops/", {"anonymous": LOGIN, "owner": LOGIN, "other": LOGIN, "staff": 200}),
 ]
 
 

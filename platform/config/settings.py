@@ -53,9 +53,12 @@ INSTALLED_APPS = [
     "newsletter",
     "training",
     "mobile_api",
+    "ops",
 ]
 
 MIDDLEWARE = [
+    # First: every request, static files included, gets an id and an access log line.
+    "ops.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -259,6 +262,8 @@ SPECTACULAR_SETTINGS = {
 PLATFORM_HTTPS = env.bool("PLATFORM_HTTPS", default=False)
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if PLATFORM_HTTPS else None
 SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=PLATFORM_HTTPS)
+# Load balancers probe over plain http inside the network: no redirect for the probes.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = PLATFORM_HTTPS
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = CSRF_COOKIE_SAMESITE = "Lax"
@@ -386,13 +391,31 @@ PLATFORM_ROLLOUT_MIN_LOAD_SAMPLES = env.int("PLATFORM_ROLLOUT_MIN_LOAD_SAMPLES",
 # Largest misprediction photo an app may send (bytes).
 PLATFORM_FEEDBACK_MAX_BYTES = env.int("PLATFORM_FEEDBACK_MAX_BYTES", default=10 * 1024 * 1024)
 
+# --- logs -----------------------------------------------------------------------------
+# One handler on stderr for the web, workers and beat (ops.apps makes Celery use it).
+# "json": one JSON object per line with time, level, logger, message and the request id or
+# Celery task it belongs to (production units set it); "plain": for a developer's terminal.
+PLATFORM_LOG_FORMAT = env.str("PLATFORM_LOG_FORMAT", default="plain")
+if PLATFORM_LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured(f"PLATFORM_LOG_FORMAT must be 'plain' or 'json', not {PLATFORM_LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"context": {"()": "ops.logs.ContextFilter"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "ops.logs.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": PLATFORM_LOG_FORMAT, "filters": ["context"]},
+    },
     "root": {"handlers": ["console"], "level": env.str("PLATFORM_LOG_LEVEL", default="INFO")},
-    # At DEBUG botocore logs every request signature, presigned download URLs' included (each
-    # one a key to a file for AWS_QUERYSTRING_EXPIRE seconds): never below INFO, whatever the root.
-    "loggers": {name: {"level": "INFO"} for name in ("botocore", "boto3", "s3transfer", "urllib3")},
+    "loggers": {
+        # Django's own handlers (a second console copy under DEBUG, mail to ADMINS) are
+        # replaced by the one above, so every line has the same shape.
+        "django": {"handlers": [], "level": "INFO", "propagate": True},
+        # At DEBUG botocore logs every request signature, presigned download URLs' included
+        # (each one a key to a file for AWS_QUERYSTRING_EXPIRE seconds): never below INFO.
+        **{name: {"level": "INFO"} for name in ("botocore", "boto3", "s3transfer", "urllib3")},
+    },
 }

@@ -14,6 +14,8 @@ _modules = [import_module(f"{app}.urls") for app in APPS]
 urlpatterns = [
     # First: every installed app polls here, and Django tries the routes in order.
     path("api/mobile/v1/", include("mobile_api.urls")),
+    # /healthz, /readyz and /admin/ops/: before admin/, whose catch-all would take admin/ops/.
+    path("", include("ops.urls")),
     path("admin/", admin.site.urls),
     path("api/v1/", include([route for module in _modules for route in module.api_urlpatterns])),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -1,13 +1,16 @@
 """One photo travels the whole loop on the real services.
 
-upload (API) -> staff approve (API) -> the nightly task goes through Redis to a real
-Celery worker process -> train, verify, publish to S3 -> manifest -> download (presigned)
--> sha256 -> onnxruntime classifies the ants/bees val photos, fed exactly as the manifest says.
+upload (API) -> staff approve (API) -> the nightly fan-out goes through Redis to a real light
+worker, which queues the training task for a real training worker (two processes, one queue
+each, as deploy/ runs them) -> train, verify, publish to S3 -> manifest -> download (presigned)
+-> sha256 -> onnxruntime classifies the ants/bees val photos, fed exactly as the manifest says
+-> a later upload is scored with that model by the light worker.
 """
 from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import subprocess
 import sys
@@ -17,23 +20,69 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
-from celery import Celery
 from django.db import connection
 from PIL import Image
 
-from challenges.selectors import project_today
 from mobile_api.services import app_key_create
 from submissions.models import Photo
 from submissions.services import photo_import_folder
 from training.models import ModelVersion, TrainingRun
+from training.tasks import nightly_training_enqueue
 
 pytestmark = [pytest.mark.services, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 ROOT = Path(__file__).resolve().parents[2]
 
 
+class Worker:
+    """One real `celery worker` process, consuming the given queues, logging JSON lines to a file."""
+
+    def __init__(self, *, name: str, queues: str, env: dict, log_path: Path):
+        self.name = name
+        self.hostname = f"{name}-{os.getpid()}@e2e"
+        self.log_path = log_path
+        self._log = open(log_path, "w")
+        # The command of deploy/platform-worker-*.service, on the test's servers.
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "config", "worker", "--queues", queues, "--concurrency", "1",
+             "--hostname", self.hostname, "--without-gossip", "--without-mingle"],
+            cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+        )
+
+    def task_names(self) -> set[str]:
+        """The tasks this worker ran: its JSON log lines written inside a task name them."""
+        names = set()
+        for line in self.log_path.read_text().splitlines():
+            if line.startswith("{"):
+                names.add(json.loads(line).get("task_name"))
+        return names - {None}
+
+    def children(self) -> set[int]:
+        """The pids of its pool processes (--concurrency 1: one), where tasks run."""
+        found = set()
+        for status in Path("/proc").glob("[0-9]*/status"):
+            try:
+                if f"\nPPid:\t{self.process.pid}\n" in status.read_text():
+                    found.add(int(status.parent.name))
+            except OSError:
+                continue  # a process that ended while we looked
+        return found
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self._log.close()
+        sys.stdout.write(f"--- {self.name} worker log (end) ---\n{self.log_path.read_text()[-2000:]}\n")
+
+
 @pytest.fixture
-def celery_worker(services, s3_storage, s3_prefix, weights_path, tmp_path):
-    """A real worker process on the Redis broker, the test database and the same S3 prefix."""
+def celery_workers(services, s3_storage, s3_prefix, weights_path, tmp_path):
+    """The production shape: a light worker and a training worker, each on its own queue, on the
+    Redis broker, the test database and the same S3 prefix; the platform sends through Redis."""
+    from config.celery import app
+
     db = connection.settings_dict
     env = {
         **os.environ,
@@ -45,34 +94,29 @@ def celery_worker(services, s3_storage, s3_prefix, weights_path, tmp_path):
         "PLATFORM_VAR_DIR": str(tmp_path / "worker-var"),
         "DJANGO_SECRET_KEY": "end-to-end-test",
         "PLATFORM_ENV_FILE": "",  # only what this test sets, never a developer's .env
+        "PLATFORM_LOG_FORMAT": "json",
         # The loop, not every variant (tests/training/test_nightly.py builds them all): fp32 and int8.
         "PLATFORM_COMPRESSION_VARIANTS": "fp32,int8",
     }
-    log = open(tmp_path / "worker.log", "w+")
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "config", "worker", "--pool", "solo", "--queues", "light,training", "--loglevel", "INFO",
-         "--hostname", f"e2e-{os.getpid()}@%h", "--without-gossip", "--without-mingle"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )
-    # A client app of its own on the same broker: the project's app stays eager for other tests.
-    client = Celery("e2e-client", broker=services.redis_url)
+    workers = {name: Worker(name=name, queues=name, env=env, log_path=tmp_path / f"{name}.log")
+               for name in ("light", "training")}
+    # Uploads in this process queue their follow-ups through Redis, as the web process does.
+    saved = {key: app.conf[key] for key in ("broker_url", "task_always_eager")}
+    app.conf.update(broker_url=services.redis_url, task_always_eager=False)
+    app._pool = app.amqp._producer_pool = None  # connections made for another broker, if any
     try:
-        deadline = time.monotonic() + 90
-        while not client.control.ping(timeout=1.0):
-            if worker.poll() is not None or time.monotonic() > deadline:
-                log.seek(0)
-                pytest.fail(f"the Celery worker did not come up:\n{log.read()[-4000:]}")
-        yield client
+        deadline = time.monotonic() + 120
+        hostnames = {worker.hostname for worker in workers.values()}
+        while {name for reply in app.control.ping(timeout=1.0) for name in reply} < hostnames:
+            dead = [worker for worker in workers.values() if worker.process.poll() is not None]
+            if dead or time.monotonic() > deadline:
+                pytest.fail(f"the Celery workers did not come up:\n{(dead or [workers['training']])[0].log_path.read_text()[-4000:]}")
+        yield workers
     finally:
-        client.close()
-        worker.terminate()
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-        log.seek(0)
-        sys.stdout.write(log.read()[-3000:])
-        log.close()
+        app.conf.update(saved)
+        app._pool = app.amqp._producer_pool = None
+        for worker in workers.values():
+            worker.stop()
 
 
 def _feed(image: Image.Image, spec: dict) -> np.ndarray:
@@ -89,7 +133,7 @@ def _feed(image: Image.Image, spec: dict) -> np.ndarray:
     return pixels.transpose(2, 0, 1)[None]
 
 
-def test_photo_to_published_model_to_app(celery_worker, services, api, staff_api, volunteer_api, challenge,
+def test_photo_to_published_model_to_app(celery_workers, services, api, staff_api, volunteer_api, challenge,
                                          staff, hymenoptera, tmp_path):
     import onnxruntime
 
@@ -108,8 +152,9 @@ def test_photo_to_published_model_to_app(celery_worker, services, api, staff_api
     counts = photo_import_folder(project=project, folder=hymenoptera / "train", moderator=staff)
     assert counts["imported"] >= 240 and counts["duplicate"] == 1
 
-    night = project_today(project=project).isoformat()
-    celery_worker.send_task("training.tasks.training_run_nightly", args=[project.pk, night], queue="training")
+    # What beat sends at night: the fan-out runs on the light worker and queues the training
+    # task, which the routes send to the training worker.
+    nightly_training_enqueue.delay()
 
     deadline = time.monotonic() + 600
     while True:
@@ -149,3 +194,25 @@ def test_photo_to_published_model_to_app(celery_worker, services, api, staff_api
     print(f"end-to-end: val accuracy {accuracy:.3f} on {total} photos, model {len(model_bytes)} bytes")
     assert total == 153 and accuracy >= 0.90
     assert Photo.objects.filter(project=project, status=Photo.Status.APPROVED).count() == counts["imported"] + 1
+
+    # An upload now is scored with the published model by the light worker (its follow-up task).
+    later = sorted((hymenoptera / "val" / "ants").glob("*.jpg"))[0]
+    upload = io.BytesIO(later.read_bytes())
+    upload.name = "later.jpg"
+    sent_later = volunteer_api.post("/api/v1/photos/", {"challenge": challenge.pk, "label": "ants", "image": upload},
+                                    format="multipart")
+    assert sent_later.status_code == 201, sent_later.content
+    photo = Photo.objects.get(public_id=sent_later.json()["id"])
+    deadline = time.monotonic() + 120
+    while photo.model_confidence is None:
+        assert time.monotonic() < deadline, "the light worker did not score the upload"
+        time.sleep(0.5)
+        photo.refresh_from_db()
+    assert 0.0 <= photo.model_confidence <= 1.0
+
+    # Each task ran on the worker of its queue: scaling out is more of these processes.
+    light, training = celery_workers["light"], celery_workers["training"]
+    assert light.task_names() == {"submissions.tasks.photo_score_with_current_model",
+                                  "training.tasks.nightly_training_enqueue"}
+    assert training.task_names() == {"training.tasks.training_run_nightly"}
+    assert int(run.worker.rsplit(":", 1)[1]) in training.children()
