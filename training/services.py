@@ -22,6 +22,7 @@ from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from challenges.models import Project
@@ -32,8 +33,6 @@ from training.models import DatasetSnapshot, ModelArtifact, ModelVersion, Traini
 
 logger = logging.getLogger(__name__)
 
-# A running run whose heartbeat is older than this belongs to a dead worker.
-RUN_STALE_AFTER = dt.timedelta(minutes=10)
 _HEARTBEAT_EVERY_S = 2.0
 
 ProgressCallback = Callable[[TrainingRun], None]
@@ -70,16 +69,47 @@ def training_run_claim(
         raise RunClaimRefused(f"{project.slug}: a run for {night} is already claimed or running.") from exc
 
 
-def training_run_fail_stale(*, project: Project) -> int:
-    """Mark runs whose worker died as failed; return how many."""
-    cutoff = timezone.now() - RUN_STALE_AFTER
-    return TrainingRun.objects.filter(
-        project=project, status=TrainingRun.Status.RUNNING, heartbeat_at__lt=cutoff
-    ).update(
+def training_run_fail_stale(*, project: Project | None = None) -> int:
+    """Mark runs whose worker died as failed (of one project, or all); return how many.
+
+    Dead means: no heartbeat for PLATFORM_RUN_STALE_SECONDS, or claimed by a process of
+    this host that no longer exists. The second is known at once, so a worker restarted
+    after a crash (SIGKILL, out of memory) fails its predecessor's run when it starts.
+    """
+    running = TrainingRun.objects.filter(status=TrainingRun.Status.RUNNING)
+    if project is not None:
+        running = running.filter(project=project)
+    cutoff = timezone.now() - dt.timedelta(seconds=settings.PLATFORM_RUN_STALE_SECONDS)
+    here = f"{socket.gethostname()}:"
+    gone = [
+        pk for pk, worker in running.filter(worker__startswith=here).values_list("pk", "worker")
+        if _process_gone(worker.removeprefix(here))
+    ]
+    failed = running.filter(Q(heartbeat_at__lt=cutoff) | Q(pk__in=gone)).update(
         status=TrainingRun.Status.FAILED,
         finished_at=timezone.now(),
         message="The worker stopped reporting (killed or lost); nothing was published.",
     )
+    if failed:
+        logger.warning("failed %s training run(s) of dead workers", failed)
+    return failed
+
+
+def _process_gone(pid: str) -> bool:
+    """True when no live process has this pid (on this host)."""
+    if not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # someone else's process: alive
+        return False
+    # A killed process that its parent has not reaped yet (a zombie) is dead all the same.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def dataset_manifest_bytes(manifest: dict) -> bytes:

@@ -5,10 +5,11 @@ import datetime as dt
 import logging
 
 from celery import shared_task
+from celery.signals import worker_ready
 
 from challenges.models import Project
 from challenges.selectors import project_list_active, project_today
-from training.services import RunClaimRefused, training_run_execute
+from training.services import RunClaimRefused, training_run_execute, training_run_fail_stale
 
 logger = logging.getLogger(__name__)
 
@@ -33,3 +34,16 @@ def training_run_nightly(project_id: int, night: str) -> str:
         logger.info("skipping: %s", exc)
         return "claimed-elsewhere"
     return run.status
+
+
+@worker_ready.connect
+def _fail_runs_of_dead_workers(**kwargs) -> None:
+    """A worker (re)starting fails the runs a killed worker of this host left running.
+
+    Without this they would hold their project's lock until PLATFORM_RUN_STALE_SECONDS
+    passed; the killed task itself comes back after the broker's visibility timeout.
+    """
+    try:
+        training_run_fail_stale()
+    except Exception:  # never keep a worker from starting
+        logger.exception("could not check for training runs of dead workers")

@@ -322,11 +322,44 @@ CELERY_TASK_ACKS_LATE = True  # a killed worker's task is redelivered; the run c
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
-PLATFORM_NIGHTLY_HOUR = env.int("PLATFORM_NIGHTLY_HOUR", default=2)
+# The database is the source of truth, the broker only a doorbell: an upload never waits
+# on a broker that is down or hung for more than about two of these (connect, then one
+# retry), and what could not be enqueued is re-queued from the database (photo_followups_resume).
+PLATFORM_BROKER_TIMEOUT_SECONDS = env.float("PLATFORM_BROKER_TIMEOUT_SECONDS", default=1.0)
+CELERY_BROKER_CONNECTION_TIMEOUT = PLATFORM_BROKER_TIMEOUT_SECONDS
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    # One retry reconnects a pooled connection that died with a broker restart.
+    "max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2,
+}
+# Redis hands an unacknowledged task (its worker was killed: acks_late) to a worker again
+# after this long. A training run that outlives it gets a second delivery, which the run
+# claim turns away; the dead run must be failed by then (PLATFORM_RUN_STALE_SECONDS below).
+PLATFORM_BROKER_VISIBILITY_TIMEOUT_SECONDS = env.int("PLATFORM_BROKER_VISIBILITY_TIMEOUT_SECONDS", default=3600)
+if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        # Without these a publish waits forever on a broker that stopped answering.
+        "socket_connect_timeout": PLATFORM_BROKER_TIMEOUT_SECONDS,
+        "socket_timeout": PLATFORM_BROKER_TIMEOUT_SECONDS,
+        "visibility_timeout": PLATFORM_BROKER_VISIBILITY_TIMEOUT_SECONDS,
+    }
+# When beat starts the nightly training: a 5-field crontab (minute hour day month weekday),
+# in PLATFORM_TIME_ZONE.
+PLATFORM_NIGHTLY_CRON = env.str("PLATFORM_NIGHTLY_CRON", default="0 2 * * *")
+# An upload's follow-ups (model scoring) still pending after this long are re-queued from
+# the database: they were lost with the broker, or are stuck behind a dead worker.
+PLATFORM_FOLLOWUPS_RESUME_AFTER_SECONDS = env.int("PLATFORM_FOLLOWUPS_RESUME_AFTER_SECONDS", default=120)
+# How often beat looks for them.
+PLATFORM_FOLLOWUPS_RESUME_EVERY_SECONDS = env.int("PLATFORM_FOLLOWUPS_RESUME_EVERY_SECONDS", default=60)
 CELERY_BEAT_SCHEDULE = {
     "nightly-training": {
         "task": "training.tasks.nightly_training_enqueue",
-        "schedule": crontab(hour=PLATFORM_NIGHTLY_HOUR, minute=0),
+        "schedule": crontab.from_string(PLATFORM_NIGHTLY_CRON),
+    },
+    "photo-followups-resume": {
+        "task": "submissions.tasks.photo_followups_resume",
+        "schedule": float(PLATFORM_FOLLOWUPS_RESUME_EVERY_SECONDS),
+        # Ticks sent while no light worker runs are dropped, not piled up.
+        "options": {"expires": float(PLATFORM_FOLLOWUPS_RESUME_EVERY_SECONDS)},
     },
     # Monday morning: the digest of the week that just ended (idempotent per issue and volunteer).
     "newsletter-weekly": {
@@ -347,6 +380,19 @@ PLATFORM_WEIGHTS_PATH = env.str("PLATFORM_WEIGHTS_PATH", default="") or None
 PLATFORM_TORCH_THREADS = env.int("PLATFORM_TORCH_THREADS", default=0)  # 0: all cores
 PLATFORM_HOLDOUT_PERCENT = env.int("PLATFORM_HOLDOUT_PERCENT", default=20)
 PLATFORM_MIN_PHOTOS_PER_LABEL = env.int("PLATFORM_MIN_PHOTOS_PER_LABEL", default=5)
+# A running training run whose last heartbeat (sent with every progress report) is older
+# than this belongs to a dead worker and is failed at the next claim. It must be longer
+# than the slowest step between two reports, and shorter than the broker's visibility
+# timeout, so that a redelivered nightly task finds the dead run failed and trains again.
+# (A run claimed on this host by a process that no longer exists is failed at once.)
+PLATFORM_RUN_STALE_SECONDS = env.int("PLATFORM_RUN_STALE_SECONDS", default=600)
+if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) and (
+    PLATFORM_RUN_STALE_SECONDS >= PLATFORM_BROKER_VISIBILITY_TIMEOUT_SECONDS
+):
+    raise ImproperlyConfigured(
+        "PLATFORM_RUN_STALE_SECONDS must be below PLATFORM_BROKER_VISIBILITY_TIMEOUT_SECONDS: "
+        "a redelivered nightly task would find its dead run still claimed."
+    )
 # Champion/challenger gate: a new model is published only if, on the same holdout photos,
 # its accuracy is at most this much below the current release's...
 PLATFORM_GATE_TOLERANCE_OVERALL = env.float("PLATFORM_GATE_TOLERANCE_OVERALL", default=0.01)

@@ -94,13 +94,25 @@ class Photo(TimeStampedModel):
     flag_suspicious_volume = models.BooleanField(default=False)
     featured = models.BooleanField(default=False, db_index=True)
     featured_at = models.DateTimeField(null=True, blank=True)
+    # The database, not the broker, remembers the queued work: set with the upload (or a
+    # relabel), cleared when the scoring task is done; photo_followups_resume re-queues what
+    # a broker outage lost.
+    followups_pending = models.BooleanField(
+        default=False, help_text="Its queued follow-ups (scoring with the current model) have not run yet."
+    )
 
     class Meta:
         ordering = ["-created_at", "-id"]
         constraints = [
             models.UniqueConstraint(fields=["project", "upload_sha256"], name="photo_exact_duplicate"),
         ]
-        indexes = [models.Index(fields=["project", "status"])]
+        indexes = [
+            models.Index(fields=["project", "status"]),
+            # Only the few pending rows: the resume task's query stays cheap on any history.
+            models.Index(
+                fields=["updated_at"], condition=models.Q(followups_pending=True), name="photo_followups_pending"
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"photo {self.pk} ({self.label}, {self.status})"

@@ -84,8 +84,11 @@ def photo_relabel(*, photo: Photo, label: Label, moderator: AbstractBaseUser) ->
     photo.label = label
     photo.model_confidence = None
     photo.flag_model_disagreement = False
+    photo.followups_pending = True
     with transaction.atomic():
-        photo.save(update_fields=["label", "model_confidence", "flag_model_disagreement", "updated_at"])
+        photo.save(
+            update_fields=["label", "model_confidence", "flag_model_disagreement", "followups_pending", "updated_at"]
+        )
         _log_change(photo=photo, user=moderator, message=f"Relabelled from {previous.name} to {label.name}.")
         transaction.on_commit(lambda: _score_later(photo_id=photo.pk))
     return photo
@@ -148,7 +151,8 @@ def photo_followups_enqueue(*, photo: Photo) -> None:
     """After an upload commits: flag suspicious volume now, score with the current model later.
 
     Meant for ``transaction.on_commit`` in the upload service. A broker outage must not
-    fail an upload that already succeeded, so enqueue errors are logged, not raised.
+    fail an upload that already succeeded, so enqueue errors are logged, not raised: the
+    photo stays ``followups_pending`` and ``photo_followups_resume`` queues it again.
     """
     try:
         photo_flag_suspicious_volume(photo=photo)
@@ -163,7 +167,54 @@ def _score_later(*, photo_id: int) -> None:
     try:
         photo_score_with_current_model.delay(photo_id)
     except Exception:
-        logger.exception("could not enqueue model scoring for photo %s", photo_id)
+        logger.exception("could not enqueue model scoring for photo %s; it stays pending", photo_id)
+
+
+# Pending for longer than this: the scoring itself keeps failing (logged by the worker).
+# It was retried at every resume tick for a day; retrying for ever would only burn the
+# worker's time. The photo is still moderated as usual, just without a model score.
+FOLLOWUPS_RESUME_GIVE_UP_AFTER = dt.timedelta(days=1)
+
+
+def photo_followups_requeue(*, older_than: dt.timedelta, limit: int = 500) -> int:
+    """Queue again the scoring of photos still pending after ``older_than``; return how many.
+
+    The broker may lose a follow-up (down during the upload, restarted empty); the
+    ``followups_pending`` flag in the database does not. Younger photos are left alone:
+    their task is most likely on its way. Scoring twice gives the same result, so a photo
+    queued twice costs time, not correctness. An enqueue error is raised (the next run
+    tries again) rather than paid once per photo.
+    """
+    from submissions.tasks import photo_score_with_current_model
+
+    now = timezone.now()
+    pending = (
+        Photo.objects.filter(
+            followups_pending=True,
+            updated_at__lt=now - older_than,
+            updated_at__gte=now - FOLLOWUPS_RESUME_GIVE_UP_AFTER,
+        )
+        .order_by("updated_at")
+        .values_list("pk", flat=True)[:limit]
+    )
+    count = 0
+    for photo_id in pending:
+        photo_score_with_current_model.delay(photo_id)
+        count += 1
+    if count:
+        logger.info("re-queued the follow-ups of %s photo(s)", count)
+    return count
+
+
+def photo_followups_run(*, photo: Photo) -> float | None:
+    """The queued follow-ups of an upload or relabel: score with the current model, mark them done.
+
+    Done only for the label that was scored: a relabel in between keeps the photo pending
+    until its own scoring ran.
+    """
+    confidence = photo_score_with_model(photo=photo)
+    Photo.objects.filter(pk=photo.pk, label_id=photo.label_id).update(followups_pending=False)
+    return confidence
 
 
 # --- model disagreement -----------------------------------------------------------------

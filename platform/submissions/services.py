@@ -158,6 +158,8 @@ def photo_upload(
         sha256=sanitized.sha256,
         phash=sanitized.phash,
         near_duplicate_of_id=_near_duplicate_of(project=project, phash=sanitized.phash),
+        # Committed with the row: a follow-up the broker loses is re-queued from here.
+        followups_pending=from_volunteer,
     )
     if app is not None:
         photo.app_key_id = app.app_key_id

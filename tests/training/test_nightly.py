@@ -11,7 +11,6 @@ from django.utils import timezone
 
 from training.models import DatasetSnapshot, ModelVersion, TrainingRun
 from training.services import (
-    RUN_STALE_AFTER,
     RunClaimRefused,
     dataset_snapshot_create,
     training_run_claim,
@@ -109,10 +108,11 @@ def test_one_nightly_run_per_project_and_night(project):
         training_run_claim(project=project, night=night, trigger=TrainingRun.Trigger.MANUAL)
 
 
-def test_a_run_of_a_dead_worker_is_failed_and_does_not_block(project):
+def test_a_run_of_a_dead_worker_is_failed_and_does_not_block(project, settings):
     night = dt.date(2026, 11, 22)
     dead = training_run_claim(project=project, night=night, trigger=TrainingRun.Trigger.NIGHTLY)
-    TrainingRun.objects.filter(pk=dead.pk).update(heartbeat_at=timezone.now() - RUN_STALE_AFTER * 2)
+    stale = dt.timedelta(seconds=settings.PLATFORM_RUN_STALE_SECONDS * 2)
+    TrainingRun.objects.filter(pk=dead.pk).update(heartbeat_at=timezone.now() - stale)
 
     retry = training_run_claim(project=project, night=night, trigger=TrainingRun.Trigger.NIGHTLY)
 
