@@ -8,7 +8,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('challenges', '0002_challenge_ends_at_challenge_starts_at_and_more'),
-        ('submissions', '0003_photo_app_feedback'),
+        ('submissions', '0004_photo_split_key'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
