@@ -292,6 +292,7 @@ AXES_COOLOFF_TIME = timedelta(minutes=env.int("PLATFORM_LOGIN_COOLOFF_MINUTES", 
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_DISABLE_ACCESS_LOG = True  # successful logins: last_login is enough (no row per login)
+AXES_VERBOSE = False  # no banner on every process start
 AXES_CLIENT_IP_CALLABLE = "accounts.throttles.client_address"
 AXES_LOCKOUT_CALLABLE = "accounts.throttles.lockout_page"
 
@@ -345,6 +346,8 @@ if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
 # When beat starts the nightly training: a 5-field crontab (minute hour day month weekday),
 # in PLATFORM_TIME_ZONE.
 PLATFORM_NIGHTLY_CRON = env.str("PLATFORM_NIGHTLY_CRON", default="0 2 * * *")
+# The daily orphan sweep (common/storage_sweep.py), after the night's training.
+PLATFORM_STORAGE_SWEEP_CRON = env.str("PLATFORM_STORAGE_SWEEP_CRON", default="30 5 * * *")
 # An upload's follow-ups (model scoring) still pending after this long are re-queued from
 # the database: they were lost with the broker, or are stuck behind a dead worker.
 PLATFORM_FOLLOWUPS_RESUME_AFTER_SECONDS = env.int("PLATFORM_FOLLOWUPS_RESUME_AFTER_SECONDS", default=120)
@@ -369,7 +372,7 @@ CELERY_BEAT_SCHEDULE = {
     # Daily, after the night's training: stored objects that no row owns (common/storage_sweep.py).
     "storage-sweep": {
         "task": "common.tasks.storage_sweep_daily",
-        "schedule": crontab(hour=(PLATFORM_NIGHTLY_HOUR + 3) % 24, minute=30),
+        "schedule": crontab.from_string(PLATFORM_STORAGE_SWEEP_CRON),
     },
 }
 
