@@ -24,7 +24,7 @@ GAP_BOUND_SECONDS = 10  # any request during the restart is answered within this
 def test_postgres_restarts_under_traffic(services, s3_storage, s3_prefix, volunteer, challenge, tmp_path, fault_report):
     token = Token.objects.create(user=volunteer).key
     board = f"/api/v1/projects/{challenge.project.slug}/leaderboards/day/"
-    with web_process(tmp_path=tmp_path, env=services.storage_env(prefix=s3_prefix)) as web:
+    with web_process(services=services, s3_prefix=s3_prefix, tmp_path=tmp_path) as web:
         client = Volunteer(url=web.url, token=token, challenge_id=challenge.pk)
         first = client.upload()
         assert first.status == 201 and client.read(board).status == 200

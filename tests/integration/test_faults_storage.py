@@ -42,7 +42,7 @@ def _row_objects() -> set[str]:
 
 def test_s3_stopped_during_uploads(services, s3_storage, s3_prefix, volunteer, challenge, tmp_path, fault_report):
     token = Token.objects.create(user=volunteer).key
-    with web_process(tmp_path=tmp_path, env=services.storage_env(prefix=s3_prefix)) as web:
+    with web_process(services=services, s3_prefix=s3_prefix, tmp_path=tmp_path) as web:
         client = Volunteer(url=web.url, token=token, challenge_id=challenge.pk)
         before = [client.upload() for _ in range(3)]
         assert [o.status for o in before] == [201] * 3, [o.failure or o.error_code for o in before]

@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import requests
-from django.db import connection
 from PIL import Image
+
+from tests.integration.workers import process_env
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -48,23 +49,13 @@ class WebProcess:
 
 
 @contextmanager
-def web_process(*, tmp_path: Path, env: dict[str, str], workers: int = 2) -> Iterator[WebProcess]:
-    """gunicorn on a free loopback port, on this test's database; its log is printed at the end."""
-    db = connection.settings_dict
+def web_process(*, services, s3_prefix: str, tmp_path: Path, workers: int = 2) -> Iterator[WebProcess]:
+    """gunicorn on a free loopback port, on this test's database and S3 prefix; its log is printed at the end."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    full_env = {
-        **os.environ,
-        "PYTHONPATH": f"platform{os.pathsep}.",
-        "DATABASE_URL": f"postgres://{db['USER']}:{db['PASSWORD'] or ''}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-        "PLATFORM_VAR_DIR": str(tmp_path / "web-var"),
-        "DJANGO_SECRET_KEY": "fault-test",
-        "PLATFORM_ENV_FILE": "",  # only what this test sets, never a developer's .env
-        # A fault test sends far more than a volunteer would; the throttle is tested elsewhere.
-        "PLATFORM_UPLOAD_RATE": "100000/min",
-        **env,
-    }
+    # A fault test sends far more than a volunteer would; the throttle is tested elsewhere.
+    full_env = process_env(services, s3_prefix=s3_prefix, var_dir=tmp_path / "web-var", PLATFORM_UPLOAD_RATE="100000/min")
     log = open(tmp_path / "web.log", "w+")
     process = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "config.wsgi", "--bind", f"127.0.0.1:{port}",
