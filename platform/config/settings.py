@@ -463,6 +463,8 @@ LOGGING = {
         # Django's own handlers (a second console copy under DEBUG, mail to ADMINS) are
         # replaced by the one above, so every line has the same shape.
         "django": {"handlers": [], "level": "INFO", "propagate": True},
+        # Python warnings (Django routes them here) as log lines of the same shape too.
+        "py.warnings": {"handlers": [], "propagate": True},
         # At DEBUG botocore logs every request signature, presigned download URLs' included
         # (each one a key to a file for AWS_QUERYSTRING_EXPIRE seconds): never below INFO.
         **{name: {"level": "INFO"} for name in ("botocore", "boto3", "s3transfer", "urllib3")},
