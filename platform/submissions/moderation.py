@@ -198,8 +198,11 @@ def photo_followups_requeue(*, older_than: dt.timedelta, limit: int = 500) -> in
         .values_list("pk", flat=True)[:limit]
     )
     count = 0
-    for photo_id in pending:
+    for photo_id in list(pending):
         photo_score_with_current_model.delay(photo_id)
+        # The clock restarts: a photo is queued again at most once per ``older_than``, so a
+        # backlog behind a slow worker is not queued anew at every run.
+        Photo.objects.filter(pk=photo_id, followups_pending=True).update(updated_at=now)
         count += 1
     if count:
         logger.info("re-queued the follow-ups of %s photo(s)", count)

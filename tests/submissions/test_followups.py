@@ -78,6 +78,24 @@ def test_followups_the_broker_lost_are_queued_again_once_old_enough(
     assert young.flag_model_disagreement and not young.followups_pending
 
 
+def test_a_backlog_behind_a_slow_worker_is_queued_again_once_per_period(
+    volunteer_api, challenge, settings, monkeypatch, django_capture_on_commit_callbacks
+):
+    settings.PLATFORM_FOLLOWUPS_RESUME_AFTER_SECONDS = 60
+    with django_capture_on_commit_callbacks(execute=False):
+        photo = _upload(volunteer_api, challenge, RED)
+    _age(photo, 61)
+    queued = []  # the broker: accepts the task, the (busy) worker has not run it yet
+    monkeypatch.setattr("submissions.tasks.photo_score_with_current_model.delay", queued.append)
+
+    assert photo_followups_resume.delay().get() == 1
+    # The next run, a minute later, finds it still pending but queued only just now: not again.
+    assert photo_followups_resume.delay().get() == 0
+    _age(photo, 61)
+    assert photo_followups_resume.delay().get() == 1
+    assert queued == [photo.pk, photo.pk]
+
+
 def test_history_imports_and_hopeless_photos_are_not_rescored(project, settings):
     settings.PLATFORM_FOLLOWUPS_RESUME_AFTER_SECONDS = 60
     historic = make_photo(project=project)  # rows before the migration, imports, app feedback
