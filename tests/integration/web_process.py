@@ -54,8 +54,11 @@ def web_process(*, services, s3_prefix: str, tmp_path: Path, workers: int = 2) -
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    # A fault test sends far more than a volunteer would; the throttle is tested elsewhere.
-    full_env = process_env(services, s3_prefix=s3_prefix, var_dir=tmp_path / "web-var", PLATFORM_UPLOAD_RATE="100000/min")
+    # A fault test sends far more than a volunteer would; the throttle is tested elsewhere. The
+    # follow-ups go to a broker on disk: no worker here, and none left waiting in the test Redis
+    # for the next test's worker.
+    full_env = process_env(services, s3_prefix=s3_prefix, var_dir=tmp_path / "web-var",
+                           PLATFORM_UPLOAD_RATE="100000/min", CELERY_BROKER_URL="filesystem://")
     log = open(tmp_path / "web.log", "w+")
     process = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "config.wsgi", "--bind", f"127.0.0.1:{port}",
