@@ -19,7 +19,7 @@ from rest_framework.views import APIView
 from challenges.models import Project
 from common.errors import NotFound, PayloadTooLarge, ValidationFailed
 from mobile_api.auth import HEADER, AppIdentity, app_identity_from_request, rate_limit_check
-from mobile_api.rollout import INSTALL_ID
+from mobile_api.fields import install_id_field, name_field
 from submissions.models import Photo
 from submissions.services import AppFeedback, photo_feedback_create
 from training.models import ModelVersion
@@ -31,10 +31,10 @@ _FORM_OVERHEAD_BYTES = 64 * 1024
 class FeedbackInput(serializers.Serializer):
     """The multipart form of a misprediction report."""
 
-    install_id = serializers.RegexField(INSTALL_ID.pattern, max_length=128)
+    install_id = install_id_field()
     photo = serializers.FileField(allow_empty_file=True, help_text="JPEG, PNG, WebP or HEIC.")
-    predicted_label = serializers.SlugField(max_length=64, help_text="What the app's model predicted.")
-    label = serializers.SlugField(max_length=64, help_text="What the user says it is: one of the model's labels.")
+    predicted_label = name_field(max_length=64, help_text="What the app's model predicted.")
+    label = name_field(max_length=64, help_text="What the user says it is: one of the model's labels.")
     version = serializers.IntegerField(
         required=False, min_value=1, max_value=2**31 - 1, help_text="The model version that made the prediction."
     )

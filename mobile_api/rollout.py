@@ -26,8 +26,13 @@ import re
 from dataclasses import dataclass
 
 BUCKETS = 100
-INSTALL_ID = re.compile(r"^[A-Za-z0-9_-]{8,128}$")
-APP_VERSION = re.compile(r"^\d{1,6}(\.\d{1,6}){0,3}$")
+# Anchored with \A...\Z (``$`` also matches before a trailing newline) and ASCII-only classes
+# (``\d`` matches Arabic-Indic or full-width digits): a value either is exactly what
+# PROTOCOL.md describes or is refused, never stripped or read as another id.
+INSTALL_ID = re.compile(r"\A[A-Za-z0-9_-]{8,128}\Z", re.ASCII)
+APP_VERSION = re.compile(r"\A[0-9]{1,6}(\.[0-9]{1,6}){0,3}\Z", re.ASCII)
+# Model and channel names (Django's slug characters).
+NAME = re.compile(r"\A[-a-zA-Z0-9_]{1,50}\Z", re.ASCII)
 
 
 def bucket_of(*, salt: str, install_id: str) -> int:

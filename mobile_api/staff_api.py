@@ -19,6 +19,7 @@ from rest_framework.views import APIView
 
 from common.errors import NotFound, ValidationFailed
 from mobile_api import rollout, selectors, services, update
+from mobile_api.fields import app_version_field
 from mobile_api.models import Channel, Release, ReleaseEvent
 
 HISTORY_MAX = 200
@@ -93,9 +94,9 @@ class PromoteInput(RolloutInput):
     rollout_percent = serializers.IntegerField(min_value=0, max_value=100, default=100)
     platforms = serializers.ListField(child=serializers.ChoiceField(update.PLATFORMS), default=list, max_length=3)
     formats = serializers.ListField(child=serializers.ChoiceField(update.FORMATS), default=list, max_length=2)
-    min_app_version = serializers.RegexField(rollout.APP_VERSION.pattern, required=False, allow_blank=True,
+    min_app_version = app_version_field(required=False, allow_blank=True,
                                              default="")
-    max_app_version = serializers.RegexField(rollout.APP_VERSION.pattern, required=False, allow_blank=True,
+    max_app_version = app_version_field(required=False, allow_blank=True,
                                              default="")
 
 

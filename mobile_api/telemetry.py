@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from collections import Counter
 from collections.abc import Iterable
 
@@ -37,7 +38,7 @@ from challenges.models import Project
 from common.errors import DomainError, NotFound, PayloadTooLarge, ValidationFailed
 from mobile_api.auth import HEADER, app_identity_from_request, rate_limit_check
 from mobile_api.models import Channel, Release, ReleaseEvent, ReleaseHealth
-from mobile_api.rollout import INSTALL_ID
+from mobile_api.fields import exact_field, install_id_field, name_field
 from mobile_api.selectors import LIVE_STATES, release_for_report
 from mobile_api.services import release_rollback
 from training.models import ModelArtifact
@@ -55,7 +56,7 @@ MAX_LATENCY_SAMPLES = 100
 # refused from its Content-Length before it is parsed and validated sample by sample.
 MAX_REPORT_BYTES = 256 * 1024
 # What runtimes name their errors: "InvalidProgram", "ORTInvalidGraph", "java.lang.OutOfMemoryError".
-ERROR_CLASS = r"^[A-Za-z_][A-Za-z0-9_.:$-]{0,79}$"
+ERROR_CLASS = re.compile(r"\A[A-Za-z_][A-Za-z0-9_.:$-]{0,79}\Z", re.ASCII)
 # Distinct error classes kept per release; later new ones are counted under OTHER_CLASS, so a
 # misbehaving (or hostile) app cannot grow a health row without end.
 MAX_ERROR_CLASSES = 50
@@ -147,10 +148,10 @@ class LatencyField(serializers.FloatField):
 
 class TelemetryEventInput(serializers.Serializer):
     version = serializers.IntegerField(min_value=1, max_value=2**31 - 1)
-    format = serializers.SlugField(max_length=16)
-    variant = serializers.SlugField(max_length=40)
+    format = name_field(max_length=16)
+    variant = name_field(max_length=40)
     event = serializers.ChoiceField(choices=["downloaded", "loaded", "load_failed", "inference"])
-    error_class = serializers.RegexField(
+    error_class = exact_field(
         ERROR_CLASS, max_length=80, required=False, allow_null=True,
         help_text="load_failed only: the runtime's error class, e.g. InvalidProgram.",
     )
@@ -177,8 +178,8 @@ class TelemetryEventInput(serializers.Serializer):
 
 
 class TelemetryReportInput(serializers.Serializer):
-    install_id = serializers.RegexField(INSTALL_ID.pattern, max_length=128)
-    channel = serializers.SlugField(max_length=40, default="stable")
+    install_id = install_id_field()
+    channel = name_field(max_length=40, default="stable")
     events = serializers.ListField(child=TelemetryEventInput(), min_length=1, max_length=MAX_EVENTS)
 
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from urllib.parse import unquote_plus
 
-from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
+from django.http import HttpRequest, HttpResponse
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
@@ -28,7 +28,6 @@ from training.selectors import model_version_get
 # Re-exported for code that built manifests from here before channels existed.
 RUNTIMES = update.RUNTIMES
 ARTIFACT_METRICS = update.ARTIFACT_METRICS
-_SLUG = re.compile(r"^[-a-zA-Z0-9_]{1,50}$")
 _MAX_QUERY = 2048  # no honest poll sends more; longer query strings are refused unparsed
 
 
@@ -62,6 +61,11 @@ def model_manifest(*, version: ModelVersion, request: HttpRequest) -> dict:
 
 class InvalidParameter(DomainError):
     code = "invalid_parameter"
+
+
+class MethodNotAllowed(DomainError):
+    status_code = 405
+    code = "method_not_allowed"
 
 
 def _error_response(exc: DomainError) -> HttpResponse:
@@ -112,7 +116,7 @@ def update_install_parse(query_string: str) -> tuple[rollout.Install, str]:
     platform = values.get("platform", "")
     if platform not in update.PLATFORMS:
         fields.setdefault("platform", f"one of {', '.join(update.PLATFORMS)}")
-    formats = tuple(dict.fromkeys(f.strip() for f in values.get("formats", "").split(",") if f.strip()))
+    formats = tuple(dict.fromkeys(f for f in values.get("formats", "").split(",") if f))
     if not formats or any(f not in update.FORMATS for f in formats):
         fields.setdefault("formats", f"a comma-separated list of {', '.join(update.FORMATS)}")
     current_raw = values.get("current_version", "")
@@ -123,7 +127,7 @@ def update_install_parse(query_string: str) -> tuple[rollout.Install, str]:
         else:
             fields.setdefault("current_version", "a positive integer")
     channel = values.get("channel") or "stable"
-    if not _SLUG.match(channel):
+    if not rollout.NAME.match(channel):
         fields.setdefault("channel", "a channel name (letters, digits, - and _)")
     if fields:
         first = next(iter(fields))
@@ -131,6 +135,9 @@ def update_install_parse(query_string: str) -> tuple[rollout.Install, str]:
     return rollout.Install(install_id, app_version, platform, formats, current_version), channel
 
 
+# Exempt from CSRF: apps authenticate with X-App-Key, never a cookie, and the view only
+# reads. Without it, a POST got Django's HTML CSRF page (403) instead of PROTOCOL.md's 405.
+@csrf_exempt
 def model_update(request: HttpRequest, name: str) -> HttpResponse:
     """``GET models/<name>/update``: the manifest this install should run, or 304 (PROTOCOL.md).
 
@@ -138,7 +145,11 @@ def model_update(request: HttpRequest, name: str) -> HttpResponse:
     counter and the document all come from memory or Django's cache.
     """
     if request.method != "GET":
-        return HttpResponseNotAllowed(["GET"])
+        response = _error_response(
+            MethodNotAllowed(f"Method {request.method!r} is not allowed; the update check is a GET.")
+        )
+        response["Allow"] = "GET"
+        return response
     try:
         identity = auth.app_identity_from_request(request)
         query_string = request.META.get("QUERY_STRING", "")

@@ -23,3 +23,9 @@ urlpatterns = [
 ]
 for module in _modules:
     urlpatterns += module.urlpatterns
+
+# Errors outside DRF views: JSON under /api/, Django's pages elsewhere (common/error_views.py).
+handler400 = "common.error_views.bad_request"
+handler403 = "common.error_views.permission_denied"
+handler404 = "common.error_views.page_not_found"
+handler500 = "common.error_views.server_error"

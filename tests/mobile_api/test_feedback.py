@@ -128,6 +128,8 @@ def test_unknown_model_is_404(app_api, project):
         ({"predicted_label": "not a slug!"}, "predicted_label"),
         ({"install_id": None}, "install_id"),
         ({"install_id": "short"}, "install_id"),
+        ({"install_id": "install-0001\n"}, "install_id"),
+        ({"label": "bees\n"}, "label"),
         ({"version": "seven"}, "version"),
         ({"version": 0}, "version"),
     ],

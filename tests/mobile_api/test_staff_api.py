@@ -60,6 +60,8 @@ def test_bad_requests_are_4xx_with_the_error_shape(staff_api, versions):
         ("promote", {"version": 1, "rollout_percent": 101}, 400, "invalid"),
         ("promote", {"version": 1, "platforms": ["windows"]}, 400, "invalid"),
         ("promote", {"version": 1, "min_app_version": "3", "max_app_version": "2"}, 400, "invalid_parameter"),
+        ("promote", {"version": 1, "min_app_version": "2.0\n"}, 400, "invalid"),
+        ("promote", {"version": 1, "min_app_version": "\u0662.0"}, 400, "invalid"),
         ("pause", {"version": 1}, 404, "release_not_found"),
     ]
     for action, data, status, code in cases:

@@ -309,7 +309,11 @@ def test_a_file_the_version_does_not_have_is_400(app_api, staged):
         ({"events": "loaded"}, "events"),
         ({"install_id": "x"}, "install_id"),
         ({"install_id": None}, "install_id"),
+        # Refused, not stripped: the same id is refused by the update check (PROTOCOL.md).
+        ({"install_id": INSTALL + "\n"}, "install_id"),
         ({"channel": "no such/channel"}, "channel"),
+        ({"channel": "stable\n"}, "channel"),
+        ({"events": [event("loaded", variant="fp32\n")]}, "events"),
         ({"events": [event("exploded")]}, "events"),
         ({"events": [event("loaded", version="two")]}, "events"),
         ({"events": [event("loaded", version=0)]}, "events"),

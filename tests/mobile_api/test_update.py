@@ -169,6 +169,11 @@ def test_a_new_channel_is_found_at_once(app_api, project, released):
     ("current_version", "0"), ("current_version", "-1"), ("current_version", "1e9"), ("current_version", "٣"),
     ("current_version", "9" * 30),
     ("channel", "no/slash"), ("channel", "x" * 51),
+    # Anchored, ASCII-only: a trailing newline is not stripped (nor bucketed as another id),
+    # and Arabic-Indic or full-width digits are not digits here.
+    ("install_id", "sec-install-0001\n"), ("install_id", " sec-install-0001"), ("app_version", "1.0.0\n"),
+    ("app_version", "\u0661.0.0"), ("app_version", "\uff11.0"), ("channel", "stable\n"), ("formats", "onnx\n"),
+    ("formats", "onnx, pte"),
 ])
 def test_malformed_parameters_are_400_naming_the_field(app_api, released, field, value):
     response = poll(app_api, **{field: value})
@@ -227,3 +232,9 @@ def test_update_is_a_plain_view_without_session_or_csrf(released, app_key):
     client = APIClient(enforce_csrf_checks=True)
     client.credentials(HTTP_X_APP_KEY=app_key[1])
     assert poll(client).status_code == 200
+    # Writes are a JSON 405 naming the allowed method (PROTOCOL.md), not Django's CSRF page.
+    for method in (client.post, client.put, client.patch, client.delete):
+        refused = method(URL, data=b"{}", content_type="application/json")
+        assert refused.status_code == 405, (method, refused.content[:80])
+        assert refused["Allow"] == "GET"
+        assert refused.json()["error"]["code"] == "method_not_allowed"

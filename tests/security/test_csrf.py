@@ -18,7 +18,9 @@ from tests.factories import UserFactory
 ROOT = Path(__file__).resolve().parents[2]
 POST_FORM = re.compile(r"<form\b[^>]*\bmethod=[\"']?post[\"']?[^>]*>(.*?)</form>", re.IGNORECASE | re.DOTALL)
 # Views Django does not check for CSRF (DRF's API views aside: SessionAuthentication checks them).
-CSRF_EXEMPT_VIEWS = {"newsletter-unsubscribe"}
+# The update check authenticates with X-App-Key only and never writes: exempt, so a POST is
+# PROTOCOL.md's JSON 405 rather than a CSRF page (issue 15).
+CSRF_EXEMPT_VIEWS = {"newsletter-unsubscribe", "mobile-model-update"}
 
 
 def _template_files():
