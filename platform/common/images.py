@@ -2,7 +2,11 @@
 
 The client's file name and content type are never trusted: the format is what Pillow
 finds in the bytes. What is stored is a fresh JPEG made from the decoded pixels, with
-EXIF orientation applied and no metadata at all (no EXIF/GPS, no ICC, no comment).
+EXIF orientation applied and no metadata at all (no EXIF/GPS, no ICC, no comment). Pixels
+in another colour space (an embedded ICC profile: Display P3 from phones, Adobe RGB from
+cameras) are converted to sRGB first, so the colours survive the profile being dropped.
+A multi-picture JPEG (MPO: what many phone cameras write as ``.jpg``, with a depth map or
+a second lens as the second frame) is the photo of its first frame.
 The display copy and the thumbnail are made in the same pass from the same decoded
 pixels, so every upload is decoded exactly once.
 """
@@ -18,7 +22,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 import imagehash
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageFile, ImageOps, UnidentifiedImageError
 from pillow_heif import register_heif_opener
 
 from common.errors import PayloadTooLarge, UnsupportedMediaType, ValidationFailed
@@ -27,7 +31,13 @@ register_heif_opener()
 # A truncated file must fail, never load as a half-grey picture.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
-ACCEPTED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "HEIF"})
+ACCEPTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "HEIF"})
+# Formats whose extra frames are not an animation: MPO's second picture is a depth map, a
+# second lens or a preview. Only the first frame is the photo.
+FIRST_FRAME_FORMATS = frozenset({"MPO"})
+# The largest embedded colour profile converted (real ones are 0.5-60 KB); bigger is dropped.
+_MAX_ICC_BYTES = 1024 * 1024
+_SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
 # 2000, not 2048: libjpeg's draft() only scales by 1/2, 1/4, 1/8, and only when the result
 # still covers the target. 12 MP phones (4000x3000, 4032x3024) then decode at half scale
 # straight to about 2000 px: measured 140 ms instead of 434 ms CPU per photo (bench/).
@@ -113,15 +123,16 @@ def _decode_and_reencode(image: Image.Image, *, upload_sha256: str, max_pixels: 
             f"The image is {width}x{height} pixels; the limit is {max_pixels} pixels.",
             code="too_many_pixels",
         )
-    if getattr(image, "n_frames", 1) > 1:
+    if getattr(image, "n_frames", 1) > 1 and source_format not in FIRST_FRAME_FORMATS:
         raise UnsupportedMediaType("Animated images are not accepted.", code="animated_image")
 
-    if source_format == "JPEG" and max(width, height) > STORED_MAX_SIDE:
+    if source_format in ("JPEG", "MPO") and max(width, height) > STORED_MAX_SIDE:
         # Let libjpeg decode at a reduced scale when that still covers the stored size.
         scale = STORED_MAX_SIDE / max(width, height)
         image.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
     try:
         image.load()
+        icc = image.info.get("icc_profile")
         image = ImageOps.exif_transpose(image)
         rgb = _to_rgb(image)
     except (OSError, SyntaxError, ValueError, EOFError, RuntimeError, struct.error, Image.DecompressionBombError) as exc:
@@ -132,6 +143,8 @@ def _decode_and_reencode(image: Image.Image, *, upload_sha256: str, max_pixels: 
         ) from exc
 
     rgb.thumbnail((STORED_MAX_SIDE, STORED_MAX_SIDE), Image.Resampling.LANCZOS)
+    # After the resize: the colour transform then costs at most the stored copy's pixels.
+    rgb = _to_srgb(rgb, icc=icc)
     # A fresh image from raw pixels carries no info dict: no EXIF, GPS, ICC or comment;
     # the smaller copies are resized from it and inherit the empty info dict.
     clean = Image.frombytes("RGB", rgb.size, rgb.tobytes())
@@ -218,6 +231,25 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return image.convert("RGB")
+
+
+def _to_srgb(rgb: Image.Image, *, icc: bytes | None) -> Image.Image:
+    """The RGB pixels converted from the upload's embedded colour profile to sRGB.
+
+    Without a profile, the pixels are taken as sRGB already (what browsers assume). A
+    profile that littlecms cannot read, or one for another colour model (a CMYK profile
+    survives Pillow's CMYK-to-RGB conversion in ``info``), is ignored: the pixels are kept as
+    decoded rather than refusing a photo over its metadata.
+    """
+    if not icc or len(icc) > _MAX_ICC_BYTES:
+        return rgb
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        if source.profile.xcolor_space.strip() != "RGB":
+            return rgb
+        return ImageCms.profileToProfile(rgb, source, _SRGB, outputMode="RGB")
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
+        return rgb
 
 
 def _sha256_stream(stream: BinaryIO) -> str:

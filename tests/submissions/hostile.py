@@ -182,3 +182,134 @@ ACCEPTED = [
     Case("png-16bit-rgb", png_rgb16(), 201, name="x.png", content_type="image/png"),
     Case("exif-gps", jpeg_with_gps(), 201, forbidden=(b"Exif", b"SecretCam", b"secret location")),
 ]
+
+
+# --- what phones and cameras send (issue 15) ----------------------------------------------
+# Each case's pixels are "upright" quadrants (see UPRIGHT) unless it says otherwise, so the
+# tests can check that every stored copy shows the photo the right way up.
+
+QUADRANTS = ((220, 30, 30), (30, 200, 30), (30, 30, 220), (240, 240, 240))  # TL, TR, BL, BR
+SECRET = b"SECRET-META-7f3a"  # planted in every metadata field: must not survive anywhere
+
+
+@dataclass(frozen=True)
+class PhoneCase:
+    """An accepted upload whose stored copies must be clean and upright."""
+
+    id: str
+    content: bytes
+    # "landscape": the quadrant photo, wider than tall; "any": only cleanliness is checked.
+    shape: str = "landscape"
+    forbidden: tuple[bytes, ...] = (SECRET,)
+    # A colour expected at the centre of the stored copy (flattened transparency, MPO frame).
+    centre: tuple[int, int, int] | None = None
+
+
+def upright(size=(60, 40)) -> Image.Image:
+    """Four coloured quadrants: which corner holds which colour shows the orientation."""
+    width, height = size
+    image = Image.new("RGB", size)
+    for index, colour in enumerate(QUADRANTS):
+        x, y = index % 2, index // 2
+        image.paste(colour, (x * width // 2, y * height // 2, (x + 1) * width // 2, (y + 1) * height // 2))
+    return image
+
+
+# EXIF orientation -> the transpose that undoes it (Pillow's exif_transpose applies the other way).
+_STORE_AS = {
+    1: None, 2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_90, 7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_270,
+}
+
+
+def _exif(orientation: int | None = None, *, gps: bool = True) -> Image.Exif:
+    exif = Image.Exif()
+    exif[0x010F] = SECRET.decode()  # Make
+    if orientation is not None:
+        exif[0x0112] = orientation
+    if gps:
+        ifd = exif.get_ifd(0x8825)
+        ifd[1], ifd[2], ifd[3], ifd[4] = "N", (48.0, 51.0, 29.0), "E", (2.0, 17.0, 40.0)
+    return exif
+
+
+def oriented(fmt: str, orientation: int) -> bytes:
+    """The upright photo stored sideways or mirrored, with the EXIF orientation that fixes it."""
+    image = upright()
+    if _STORE_AS[orientation] is not None:
+        image = image.transpose(_STORE_AS[orientation])
+    return _save(image, fmt, exif=_exif(orientation))
+
+
+_XMP = (
+    b'<?xpacket begin="" id="W5M0MpCehiHzreSzNTczkc9d"?><x:xmpmeta xmlns:x="adobe:ns:meta/">'
+    b'<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description '
+    b'xmlns:exif="http://ns.adobe.com/exif/1.0/" exif:GPSLatitude="48,51.49N" exif:GPSLongitude="2,17.67E" '
+    b'exif:UserComment="' + SECRET + b'"/></rdf:RDF></x:xmpmeta><?xpacket end="w"?>'
+)
+
+
+def jpeg_with_xmp_gps() -> bytes:
+    return _save(upright(), "JPEG", xmp=_XMP)
+
+
+def png_with_xmp_gps() -> bytes:
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_itxt("XML:com.adobe.xmp", _XMP.decode())
+    return _save(upright(), "PNG", pnginfo=info)
+
+
+def png_with_exif_gps() -> bytes:
+    """GPS in a PNG eXIf chunk (what iOS writes when it saves a screenshot with location)."""
+    return _save(upright(), "PNG", exif=_exif())
+
+
+def with_icc(profile: bytes) -> bytes:
+    return _save(upright(), "JPEG", icc_profile=profile, quality=95)
+
+
+def srgb_profile() -> bytes:
+    from PIL import ImageCms
+
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+def mpo() -> bytes:
+    """A two-frame MPO: the photo, then a second picture (a depth map or the other lens)."""
+    second = Image.new("RGB", (60, 40), (0, 0, 0))
+    return _save(upright(), "MPO", save_all=True, append_images=[second], exif=_exif())
+
+
+def palette_with_transparency() -> bytes:
+    """A palette PNG whose index 0 is transparent: a transparent centre becomes white."""
+    image = upright().quantize(colors=8)
+    palette = image.getpalette()[:24] + [0, 0, 0] * 248
+    image.putpalette([0, 0, 0] + palette[3:])  # index 0: black but transparent
+    image.paste(0, (20, 12, 40, 28))
+    return _save(image, "PNG", transparency=0)
+
+
+def big_jpeg(side: int = 7071) -> bytes:
+    """A side x side JPEG: 49,999,041 pixels, just under the 50 Mpx limit. About 1 s to make."""
+    return _save(upright((side, side)), "JPEG", quality=50, exif=_exif(), comment=SECRET)
+
+
+PHONE = [
+    *(PhoneCase(f"{fmt.lower()}-orientation-{n}", oriented(fmt, n)) for fmt in ("JPEG", "PNG", "WEBP")
+      for n in range(1, 9)),
+    PhoneCase("progressive-jpeg", _save(upright(), "JPEG", progressive=True, exif=_exif(), comment=SECRET)),
+    PhoneCase("mpo-two-frames", mpo()),
+    PhoneCase("icc-srgb", with_icc(srgb_profile())),
+    # A profile littlecms cannot read: ignored, never stored, never a refusal.
+    PhoneCase("icc-garbage", with_icc(b"\0\0\0\x40" + SECRET * 4)),
+    PhoneCase("jpeg-xmp-gps", jpeg_with_xmp_gps(), forbidden=(SECRET, b"GPSLatitude", b"xmpmeta")),
+    PhoneCase("png-xmp-gps", png_with_xmp_gps(), forbidden=(SECRET, b"GPSLatitude", b"xmpmeta")),
+    PhoneCase("png-exif-gps", png_with_exif_gps()),
+    PhoneCase("palette-transparency", palette_with_transparency(), centre=(255, 255, 255)),
+    PhoneCase("1x10000", _save(Image.new("RGB", (1, 10000), (30, 200, 30)), "PNG"), shape="any"),
+    PhoneCase("10000x1", _save(Image.new("RGB", (10000, 1), (30, 200, 30)), "PNG"), shape="any"),
+    PhoneCase("1x1", _save(Image.new("RGB", (1, 1), (30, 200, 30)), "PNG"), shape="any"),
+]
