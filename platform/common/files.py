@@ -44,7 +44,8 @@ class _Unsatisfiable(Exception):
 
 
 def stored_file_response(
-    request: HttpRequest, *, name: str, etag: str, content_type: str, download_name: str | None = None
+    request: HttpRequest, *, name: str, etag: str, content_type: str, download_name: str | None = None,
+    cache_control: str = IMMUTABLE_CACHE_CONTROL,
 ) -> HttpResponse:
     """Answer a GET or HEAD for a stored object whose content ``etag`` identifies.
 
@@ -56,16 +57,21 @@ def stored_file_response(
     name missing from storage is a 404, and so is a name that would leave the storage root
     (``..``, an absolute path, a NUL byte): names come from the database, never from the URL,
     so such a name is a damaged row, and refusing it here keeps it from becoming a 500 (or,
-    on S3, a presigned URL for another key).
+    on S3, a presigned URL for another key). ``cache_control`` is sent with the file (on S3:
+    asked of the object store through the presigned URL); the default suits versioned files.
     """
     _check_name(name)
     quoted = f'"{etag}"'
     if _etag_listed(request.headers.get("If-None-Match"), quoted):
-        return _with_headers(HttpResponse(status=304), etag=quoted)
+        return _with_headers(HttpResponse(status=304), etag=quoted, cache_control=cache_control)
 
     is_local = isinstance(default_storage, FileSystemStorage)
     if request.method != "HEAD" and not is_local:
-        redirect = HttpResponseRedirect(default_storage.url(name))
+        if cache_control == IMMUTABLE_CACHE_CONTROL:
+            url = default_storage.url(name)
+        else:  # the object store sends the file: ask it for the same caching rule
+            url = default_storage.url(name, parameters={"ResponseCacheControl": cache_control})
+        redirect = HttpResponseRedirect(url)
         redirect["Cache-Control"] = REDIRECT_CACHE_CONTROL
         return redirect
 
@@ -84,8 +90,7 @@ def stored_file_response(
         except _Unsatisfiable as exc:
             response = JsonResponse(error_body("range_not_satisfiable", str(exc)), status=416)
             response["Content-Range"] = f"bytes */{size}"
-            _with_headers(response, etag=quoted)
-            response["Cache-Control"] = "no-store"  # a refusal, not the file: never cache it
+            _with_headers(response, etag=quoted, cache_control="no-store")  # a refusal: never cache it
             return response
         if parsed is not None:
             start, end = parsed
@@ -106,7 +111,7 @@ def stored_file_response(
     response["Content-Length"] = str(length)
     if status == 206:
         response["Content-Range"] = f"bytes {start}-{end}/{size}"
-    return _with_headers(response, etag=quoted)
+    return _with_headers(response, etag=quoted, cache_control=cache_control)
 
 
 def _check_name(name: str) -> None:
@@ -118,10 +123,10 @@ def _check_name(name: str) -> None:
         raise Http404("No such stored file.")
 
 
-def _with_headers(response: HttpResponse, *, etag: str) -> HttpResponse:
+def _with_headers(response: HttpResponse, *, etag: str, cache_control: str) -> HttpResponse:
     response["ETag"] = etag
     response["Accept-Ranges"] = "bytes"
-    response["Cache-Control"] = IMMUTABLE_CACHE_CONTROL
+    response["Cache-Control"] = cache_control
     return response
 
 

@@ -178,6 +178,8 @@ elif STORAGE_BACKEND == "local":
     }
 else:
     raise ImproperlyConfigured(f"STORAGE_BACKEND must be 'local' or 's3', not {STORAGE_BACKEND!r}")
+# Lifetime of the signed photo URLs the API hands out (the same as presigned S3 URLs).
+PLATFORM_PHOTO_URL_MAX_AGE = env.int("AWS_QUERYSTRING_EXPIRE", default=900)
 STORAGES = {
     "default": _default_storage,
     "staticfiles": {

@@ -2,7 +2,6 @@
 from django.conf import settings
 from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
-from django.urls import reverse
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
@@ -20,6 +19,7 @@ from submissions.filters import ModerationPhotoFilter, PhotoFilter
 from submissions.models import Photo
 from submissions.selectors import photo_get_for_volunteer, photo_list_for_moderation, photo_list_for_volunteer
 from submissions.services import photo_delete, photo_moderate, photo_upload
+from submissions.signed_urls import photo_copy_url
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 
@@ -56,17 +56,16 @@ class PhotoOutput(serializers.Serializer):
         return photo.near_duplicate_of_id is not None
 
     def get_display_url(self, photo: Photo) -> str | None:
-        return self._url(photo, "photo-display", photo.display_image)
+        return self._url(photo, "photo-display")
 
     def get_thumbnail_url(self, photo: Photo) -> str | None:
-        return self._url(photo, "photo-thumbnail", photo.thumbnail)
+        return self._url(photo, "photo-thumbnail")
 
-    def _url(self, photo: Photo, view_name: str, field) -> str | None:
-        if not field:
-            return None  # rows made before copies existed
-        path = reverse(view_name, kwargs={"photo_id": photo.public_id})
+    def _url(self, photo: Photo, view_name: str) -> str | None:
+        """A short-lived signed URL: it works with the API's token client, not only a session."""
         request = self.context.get("request")
-        return request.build_absolute_uri(path) if request is not None else path
+        absolute = request.build_absolute_uri if request is not None else str
+        return photo_copy_url(photo=photo, view_name=view_name, absolute=absolute)
 
 
 class ModerationPhotoOutput(PhotoOutput):

@@ -16,6 +16,11 @@ from common.files import stored_file_response
 from submissions.models import Photo
 from submissions.selectors import photo_get_viewable, photo_list_for_volunteer
 from submissions.services import photo_create
+from submissions.signed_urls import COPIES, PRIVATE_CACHE_CONTROL, SIGNATURE_PARAMETER, photo_copy_signature_valid
+
+# Featured photos are public and may change (unfeatured, deleted): any cache may keep them,
+# but revalidates each time (a cheap 304 thanks to the ETag), so a withdrawn one is gone at once.
+PUBLIC_CACHE_CONTROL = "public, no-cache"
 
 
 class UploadForm(forms.Form):
@@ -78,29 +83,44 @@ def photo_image(request: HttpRequest, photo_id) -> HttpResponse:
     photo = get_object_or_404(Photo, public_id=photo_id)
     if not (request.user.is_staff or photo.volunteer_id == request.user.pk):
         raise Http404("No such photo.")
-    return stored_file_response(request, name=photo.image.name, etag=photo.sha256, content_type="image/jpeg")
+    return stored_file_response(
+        request, name=photo.image.name, etag=photo.sha256, content_type="image/jpeg",
+        cache_control=PRIVATE_CACHE_CONTROL,
+    )
 
 
 def photo_display(request: HttpRequest, photo_id) -> HttpResponse:
-    """A photo's display copy (long side 1280): its volunteer, staff, or anyone if featured."""
-    return _photo_copy_response(request, photo_id, field="display_image", etag_suffix="display")
+    """A photo's display copy (long side 1280): its volunteer, staff, anyone if featured, or a signed URL."""
+    return _photo_copy_response(request, photo_id, view_name="photo-display")
 
 
 def photo_thumbnail(request: HttpRequest, photo_id) -> HttpResponse:
-    """A photo's thumbnail (long side 320): its volunteer, staff, or anyone if featured."""
-    return _photo_copy_response(request, photo_id, field="thumbnail", etag_suffix="thumb")
+    """A photo's thumbnail (long side 320): its volunteer, staff, anyone if featured, or a signed URL."""
+    return _photo_copy_response(request, photo_id, view_name="photo-thumbnail")
 
 
-def _photo_copy_response(request: HttpRequest, photo_id, *, field: str, etag_suffix: str) -> HttpResponse:
-    try:
-        photo = photo_get_viewable(user=request.user, public_id=photo_id)
-    except NotFound:
+def _photo_copy_response(request: HttpRequest, photo_id, *, view_name: str) -> HttpResponse:
+    field, copy = COPIES[view_name]
+    signature = request.GET.get(SIGNATURE_PARAMETER)
+    photo = None
+    if signature is not None and photo_copy_signature_valid(public_id=photo_id, copy=copy, signature=signature):
+        # The API handed this URL to someone allowed to see the photo (PhotoOutput).
+        photo = Photo.objects.filter(public_id=photo_id).first()
+    else:
+        try:
+            photo = photo_get_viewable(user=request.user, public_id=photo_id)
+        except NotFound:
+            pass
+    if photo is None:
         # Not login_required: the public gallery is open, and a 404 (not a login
-        # redirect) keeps other photos' existence private.
-        raise Http404("No such photo.") from None
+        # redirect) keeps other photos' existence private. An expired or altered
+        # signature is a 404 too: the API gives a fresh URL.
+        raise Http404("No such photo.")
     name = getattr(photo, field).name
     if not name:
         raise Http404("This photo has no such copy.")
+    public = photo.status == Photo.Status.APPROVED and photo.featured
     return stored_file_response(
-        request, name=name, etag=f"{photo.sha256}-{etag_suffix}", content_type="image/jpeg"
+        request, name=name, etag=f"{photo.sha256}-{copy}", content_type="image/jpeg",
+        cache_control=PUBLIC_CACHE_CONTROL if public else PRIVATE_CACHE_CONTROL,
     )

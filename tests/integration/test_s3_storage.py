@@ -29,6 +29,24 @@ def test_uploaded_photo_is_stored_in_the_bucket(s3_storage, services, s3_prefix,
     assert hashlib.sha256(body).hexdigest() == photo.sha256 and body[:2] == b"\xff\xd8"
 
 
+def test_photo_urls_from_the_api_are_presigned_private_and_expire_with_the_storage(s3_storage, volunteer_api, challenge):
+    """On S3 the API's display and thumbnail URLs are the object store's presigned URLs."""
+    upload = io.BytesIO(jpeg_bytes(size=(80, 60)))
+    upload.name = "p.jpg"
+    sent = volunteer_api.post(
+        "/api/v1/photos/", {"challenge": challenge.pk, "label": "bees", "image": upload}, format="multipart"
+    ).json()
+    for key in ("display_url", "thumbnail_url"):
+        url = sent[key]
+        assert "X-Amz-Signature=" in url and "X-Amz-Expires=60" in url
+        fetched = requests.get(url, timeout=10)  # no session, no token: the signature is the authority
+        assert fetched.status_code == 200 and fetched.content[:2] == b"\xff\xd8"
+        assert fetched.headers["Cache-Control"] == "private, no-store"
+        parts = urlsplit(url)
+        query = [(k, v[::-1] if k == "X-Amz-Signature" else v) for k, v in parse_qsl(parts.query)]
+        assert requests.get(urlunsplit(parts._replace(query=urlencode(query))), timeout=10).status_code == 403
+
+
 def test_model_file_presigned_download_works_and_tampering_is_refused(s3_storage):
     payload = bytes(range(256)) * 100
     name = s3_storage.save("models/demo/v1/model.onnx", ContentFile(payload))

@@ -2,6 +2,7 @@
 quotas, volunteers deleting pending photos, and who may see which copy."""
 import datetime as dt
 import io
+from urllib.parse import urlsplit
 
 import pytest
 from django.core.files.storage import FileSystemStorage, default_storage
@@ -62,8 +63,8 @@ def test_upload_stores_display_copy_and_thumbnail_once(volunteer_api, challenge,
     assert photo.thumbnail.name.startswith("photos/ants-bees/thumbs/")
     assert len(media_files()) == 3
     assert body["featured"] is False and body["near_duplicate"] is False
-    assert body["display_url"].endswith(f"/photos/{photo.public_id}/display")
-    assert body["thumbnail_url"].endswith(f"/photos/{photo.public_id}/thumbnail")
+    assert urlsplit(body["display_url"]).path == f"/photos/{photo.public_id}/display"
+    assert urlsplit(body["thumbnail_url"]).path == f"/photos/{photo.public_id}/thumbnail"
 
 
 @pytest.mark.parametrize("fail_at", [1, 2, 3, "row"])
@@ -301,7 +302,7 @@ def test_copies_are_private_until_approved_and_featured(client, volunteer, staff
     # The full-size copy stays private even for a featured photo.
     client.force_login(stranger)
     assert client.get(f"/photos/{photo.public_id}/image").status_code == 404
-    assert sent["thumbnail_url"].endswith(urls[1])
+    assert urlsplit(sent["thumbnail_url"]).path == urls[1]
     client.force_login(volunteer)
     thumb = b"".join(client.get(urls[1]).streaming_content)
     assert Image.open(io.BytesIO(thumb)).format == "JPEG"
