@@ -7,6 +7,13 @@ and downloads, so a sync worker is busy only while Django works.
 import multiprocessing
 import os
 
+import gunicorn.http.wsgi
+
+# gunicorn 27 has no setting for its banner: every response starts with "Server: gunicorn",
+# taken from this module constant when the response is made. Name no software (a scanner
+# learns nothing from it; nginx in front replaces it with its own, without a version).
+gunicorn.http.wsgi.SERVER = "web"
+
 # systemd socket activation (platform-web.socket) takes precedence over bind.
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("GUNICORN_WORKERS", multiprocessing.cpu_count() * 2 + 1))

@@ -1,6 +1,10 @@
-"""Database outages answered as 503 with Retry-After on every view, not only the DRF ones."""
+"""Database outages answered as 503 with Retry-After on every view, not only the DRF ones;
+the Content-Security-Policy and the API's default caching rule on every answer."""
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from common.errors import DATABASE_ERRORS, database_unavailable, error_body
@@ -38,4 +42,49 @@ class DatabaseUnavailableMiddleware:
             response = HttpResponse(_PAGE, status=error.status_code, content_type="text/html; charset=utf-8")
         response["Retry-After"] = str(error.retry_after)
         response["Cache-Control"] = "no-store"
+        return response
+
+
+# Scripts only from this origin, never inline (no attribute handlers, no <script> blocks):
+# injected markup cannot run. Styles may be inline: Django's admin, Swagger UI and a few of
+# our templates use style attributes, and CSS cannot run code. Images may also be data: URIs
+# (Swagger UI's icons) and, with S3 storage, come from the object store (presigned redirects).
+_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:{images}; "
+    "object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
+)
+# API answers that set no caching rule of their own: they are a volunteer's data (their
+# profile, their photos, the moderation queue), so no browser or proxy keeps them.
+API_CACHE_CONTROL = "private, no-store"
+
+
+def content_security_policy(*, storage_origin: str | None) -> str:
+    """The Content-Security-Policy header; ``storage_origin`` is where presigned images live."""
+    return _CSP.format(images=f" {storage_origin}" if storage_origin else "")
+
+
+def _storage_origin() -> str | None:
+    """The object store's origin when photos are redirected to presigned S3 URLs, else None."""
+    default = settings.STORAGES.get("default", {})
+    if "s3" not in default.get("BACKEND", "").lower():
+        return None
+    endpoint = default.get("OPTIONS", {}).get("endpoint_url")
+    if not endpoint:
+        return "https://*.amazonaws.com"
+    parts = urlsplit(endpoint)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+class SecurityHeadersMiddleware:
+    """Content-Security-Policy on every answer; ``private, no-store`` on API answers without a rule."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+        self.policy = content_security_policy(storage_origin=_storage_origin())
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        response.setdefault("Content-Security-Policy", self.policy)
+        if request.path.startswith("/api/") and not response.has_header("Cache-Control"):
+            response["Cache-Control"] = API_CACHE_CONTROL
         return response

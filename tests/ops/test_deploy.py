@@ -144,6 +144,9 @@ def test_gunicorn_serves_with_json_logs(tmp_path):
         web.terminate()
         web.wait(timeout=30)
     assert answer.status_code == 200, answer.text
+    # The banner names no server software (gunicorn's default is "Server: gunicorn").
+    assert answer.headers["Server"] == "web" and "gunicorn" not in str(answer.headers).lower()
+    assert "script-src 'self'" in answer.headers["Content-Security-Policy"]
     lines = [json.loads(line) for line in log.read_text().splitlines()]  # every line is JSON
     assert any(line["logger"] == "gunicorn.error" and "Booting worker" in line["message"] for line in lines)
     access = [line for line in lines if line["logger"] == "ops.access"]
