@@ -241,7 +241,8 @@ def _time_param(request: Request, name: str) -> dt.datetime:
     if not raw:
         return timezone.now()
     try:
-        parsed = parse_datetime(raw.replace(" ", "+"))  # a "+" in a query string arrives as a space
+        # ASCII only: Django's parser would read Arabic-Indic or full-width digits as numbers.
+        parsed = parse_datetime(raw.replace(" ", "+")) if raw.isascii() else None  # a "+" arrives as a space
     except ValueError:
         parsed = None
     if parsed is None:

@@ -34,7 +34,8 @@ IMMUTABLE_CACHE_CONTROL = "private, max-age=31536000, immutable"
 # A presigned URL expires; a cached redirect to it would outlive it.
 REDIRECT_CACHE_CONTROL = "no-store"
 
-_BYTES_RANGE = re.compile(r"^(\d*)-(\d*)$")
+# ASCII digits only: int() would also read Arabic-Indic or full-width ones.
+_BYTES_RANGE = re.compile(r"\A([0-9]*)-([0-9]*)\Z", re.ASCII)
 _MAX_RANGE_HEADER = 100  # also keeps int() far from Python's 4300-digit conversion limit
 _CHUNK = 64 * 1024
 

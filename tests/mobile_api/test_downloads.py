@@ -63,6 +63,8 @@ def test_interrupted_download_resumes_and_the_whole_matches_the_manifest_sha256(
         ("bytes=-", None),
         ("bytes=", None),
         ("bytes=1-2-3", None),
+        ("bytes=\u0661-", None),  # an Arabic-Indic digit is not a digit here
+
         ("bytes=" + "9" * 5000 + "-", None),  # past int()'s digit limit: still a 416, not a 500
     ],
 )

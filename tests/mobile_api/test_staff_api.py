@@ -119,7 +119,8 @@ def test_which_version_bucket_17_got_at_each_time(staff_api, project, versions):
     assert staff_api.get(BASE + "resolve?bucket=17&at=" + paris).json()["version"] == 2
 
     for params in ({}, {"bucket": 100}, {"bucket": -1}, {"bucket": 1, "at": "yesterday"},
-                   {"bucket": 1, "platform": "windows"}, {"bucket": 1, "app_version": "x"}):
+                   {"bucket": 1, "platform": "windows"}, {"bucket": 1, "app_version": "x"},
+                   {"bucket": 1, "app_version": "2.0\n"}, {"bucket": 1, "at": "\u0662\u0660\u0662\u0666-01-01"}):
         response = staff_api.get(BASE + "resolve", params)
         assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_parameter", params
 
