@@ -313,3 +313,46 @@ PHONE = [
     PhoneCase("10000x1", _save(Image.new("RGB", (10000, 1), (30, 200, 30)), "PNG"), shape="any"),
     PhoneCase("1x1", _save(Image.new("RGB", (1, 1), (30, 200, 30)), "PNG"), shape="any"),
 ]
+
+
+def swapped_primaries_profile() -> bytes:
+    """A valid ICC v2 RGB display profile whose red and green primaries are sRGB's green and red.
+
+    Pillow can only make sRGB, Lab and XYZ profiles; this one is built by hand (header, tag
+    table, matrix/TRC tags). A file's red channel then means green: only a colour conversion
+    to sRGB shows the picture as its author saw it.
+    """
+
+    def s15(value: float) -> bytes:
+        return struct.pack(">i", round(value * 65536))
+
+    def xyz(x: float, y: float, z: float) -> bytes:
+        return b"XYZ \0\0\0\0" + s15(x) + s15(y) + s15(z)
+
+    def text_description(text: bytes) -> bytes:
+        return b"desc\0\0\0\0" + struct.pack(">I", len(text) + 1) + text + b"\0" + b"\0" * 8 + b"\0" * 3 + b"\0" * 67
+
+    gamma = b"curv\0\0\0\0" + struct.pack(">IH", 1, 0x0233) + b"\0\0"  # gamma 2.2 (u8Fixed8), padded
+    tags = [
+        (b"desc", text_description(b"swapped primaries")),
+        (b"cprt", b"text\0\0\0\0" + b"none\0" + b"\0\0\0"),
+        (b"wtpt", xyz(0.9642, 1.0, 0.8249)),
+        (b"rXYZ", xyz(0.3851, 0.7169, 0.0971)),  # sRGB's green (D50)
+        (b"gXYZ", xyz(0.4361, 0.2225, 0.0139)),  # sRGB's red
+        (b"bXYZ", xyz(0.1431, 0.0606, 0.7141)),
+        (b"rTRC", gamma), (b"gTRC", gamma), (b"bTRC", gamma),
+    ]
+    offset = 128 + 4 + 12 * len(tags)
+    table, data = b"", b""
+    for signature, payload in tags:
+        payload += b"\0" * (-len(payload) % 4)
+        table += signature + struct.pack(">II", offset + len(data), len(payload))
+        data += payload
+    body = struct.pack(">I", len(tags)) + table + data
+    header = (
+        struct.pack(">I", 128 + len(body)) + b"\0\0\0\0" + struct.pack(">I", 0x02100000) + b"mntrRGB XYZ "
+        + struct.pack(">6H", 2026, 1, 1, 0, 0, 0) + b"acsp" + b"\0" * 24 + struct.pack(">I", 0)
+        + s15(0.9642) + s15(1.0) + s15(0.8249) + b"\0" * 48
+    )
+    assert len(header) == 128
+    return header + body

@@ -176,3 +176,15 @@ def test_the_corpus_plants_what_it_checks_for():
         assert mpo.format == "MPO" and mpo.n_frames == 2
     with Image.open(io.BytesIO(next(c for c in hostile.PHONE if c.id == "icc-srgb").content)) as icc:
         assert icc.info.get("icc_profile")
+
+
+def test_an_rgb_colour_profile_is_converted_to_srgb_not_just_dropped(volunteer_api, challenge, project):
+    """Red in a file whose profile says "red means sRGB's green" is stored green (and vice versa)."""
+    content = hostile.with_icc(hostile.swapped_primaries_profile())
+    for copies in (_post_volunteer(volunteer_api, challenge, content), _post_label_example(project, content)):
+        for data in copies:
+            image = _assert_clean(data, forbidden=())
+            top_left = image.getpixel((image.width // 4, image.height // 4))  # red in the file
+            top_right = image.getpixel((3 * image.width // 4, image.height // 4))  # green in the file
+            assert top_left[1] > 150 and top_left[0] < 100, top_left
+            assert top_right[0] > 150 and top_right[1] < 100, top_right
