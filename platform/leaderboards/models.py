@@ -20,6 +20,8 @@ class PointsEntry(models.Model):
         PHOTO = "photo", "Approved photo"
         ADJUSTMENT = "adjustment", "Admin adjustment"
         REVOCATION = "revocation", "Revoked (photo rejected after approval)"
+        VERIFICATION = "verification", "Verification vote that agreed"
+        BONUS = "bonus", "Bonus: a photo the current model got wrong"
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="points_entries")
     volunteer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="points_entries")
