@@ -41,7 +41,7 @@ def period_starts(*, day: dt.date) -> list[tuple[str, dt.date]]:
     ]
 
 
-def photo_points(*, photo) -> Decimal:
+def photo_points(*, photo) -> int:
     """Points an approved photo earns, fixed at approval time.
 
     points = 10 x multiplier x (1 + max(0, target - approved_before) / target)
@@ -59,7 +59,12 @@ def photo_points(*, photo) -> Decimal:
             type(photo).objects.filter(label_id=photo.label_id, status=_APPROVED).exclude(pk=photo.pk).count()
         )
         need += Decimal(max(0, target - approved_before)) / Decimal(target)
-    return (BASE_POINTS * Decimal(multiplier) * need).quantize(_WHOLE, rounding=ROUND_HALF_UP)
+    return _whole(BASE_POINTS * Decimal(multiplier) * need)
+
+
+def _whole(value) -> int:
+    """Points are whole numbers: half up, as people round."""
+    return int(Decimal(value).quantize(_WHOLE, rounding=ROUND_HALF_UP))
 
 
 def score_photo_moderated(*, photo, previous_status: str) -> None:
@@ -105,7 +110,7 @@ def _photo_award(*, photo) -> None:
     _totals_move(project=photo.project, volunteer_id=photo.volunteer_id, day=day, points=points, photos=1)
     bonus_reason = photo_model_miss_reason(photo=photo)
     if bonus_reason and settings.PLATFORM_MODEL_MISS_BONUS > 0:
-        bonus = Decimal(settings.PLATFORM_MODEL_MISS_BONUS)
+        bonus = settings.PLATFORM_MODEL_MISS_BONUS
         PointsEntry.objects.create(
             project_id=photo.project_id, volunteer_id=photo.volunteer_id, photo=photo, points=bonus,
             kind=PointsEntry.Kind.BONUS, day=day, created_by=photo.moderated_by, reason=bonus_reason[:300],
@@ -134,7 +139,7 @@ def points_entry_add(
     day: dt.date | None = None, created_by: AbstractBaseUser | None = None,
 ) -> PointsEntry:
     """Append a whole-number ledger entry (verification votes and their reversals) and move the totals."""
-    points = Decimal(points).quantize(_WHOLE, rounding=ROUND_HALF_UP)
+    points = _whole(points)
     day = day or project_local_date(project=project, when=timezone.now())
     from accounts.services import profile_get_or_create  # boards need a public name
 
@@ -148,7 +153,7 @@ def points_entry_add(
     return entry
 
 
-def _photo_net_points(*, photo) -> Decimal | None:
+def _photo_net_points(*, photo) -> int | None:
     """Net points a photo holds for its volunteer now; None when none (never awarded or revoked).
 
     Verifiers' ledger entries point at the photo too; they are theirs, not the uploader's.
@@ -170,7 +175,7 @@ def _photo_revoke(*, photo) -> None:
     _totals_move(project=photo.project, volunteer_id=photo.volunteer_id, day=award.day, points=-net, photos=-1)
 
 
-def _totals_move(*, project: Project, volunteer_id: int, day: dt.date, points: Decimal, photos: int) -> None:
+def _totals_move(*, project: Project, volunteer_id: int, day: dt.date, points: int, photos: int) -> None:
     """Add to the day, week and all-time totals with F() (no read-modify-write race)."""
     for period, start in period_starts(day=day):
         total, _ = ScoreTotal.objects.get_or_create(
@@ -248,12 +253,12 @@ def leaderboard_flag_set(
 
 
 def points_adjust(
-    *, project: Project, volunteer: AbstractBaseUser, points: Decimal, reason: str, actor: AbstractBaseUser,
+    *, project: Project, volunteer: AbstractBaseUser, points: int, reason: str, actor: AbstractBaseUser,
     day: dt.date | None = None,
 ) -> PointsEntry:
     """Add (or, negative, remove) points by hand: a ledger entry, moved totals, an audit line."""
     reason = _reason_required(reason)
-    points = Decimal(points).quantize(_WHOLE, rounding=ROUND_HALF_UP)
+    points = _whole(points)
     if not points:
         raise ValidationFailed("An adjustment of 0 points changes nothing.", code="invalid_points")
     day = day or project_local_date(project=project, when=timezone.now())
