@@ -161,12 +161,20 @@ def model_vote(*, photo: Photo) -> tuple[str, float] | None:
 
 
 def photo_tally(*, photo: Photo) -> Tally:
-    """Sum the weights of the yes and no votes cast on a (non-gold) photo."""
+    """Sum the weights of the yes and no votes cast on a (non-gold) photo.
+
+    Each vote weighs what its voter's record on gold says now, not when it was cast: a
+    newcomer's early votes count once gold has shown their skill, and a lucky clicker's
+    stop counting once gold has found them out.
+    """
     yes = no = 0.0
     votes = []
-    tasks = VerificationTask.objects.filter(photo=photo, is_gold=False).filter(_ANSWERED).order_by("answered_at", "id")
+    tasks = list(
+        VerificationTask.objects.filter(photo=photo, is_gold=False).filter(_ANSWERED).order_by("answered_at", "id")
+    )
+    reputations = reputations_for(project_id=photo.project_id, volunteer_ids={task.volunteer_id for task in tasks})
     for task in tasks:
-        weight = task.weight or 0.0
+        weight = reputations[task.volunteer_id].weight
         votes.append({"volunteer": task.volunteer_id, "answer": task.answer, "weight": round(weight, 4)})
         if task.answer == VerificationTask.Answer.YES:
             yes += weight
