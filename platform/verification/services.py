@@ -115,9 +115,25 @@ def task_vote(*, task_id, volunteer: AbstractBaseUser, answer: str) -> Verificat
         if task.is_gold:
             if task.correct and _gold_points_allowed(task=task):
                 _award(task=task, reason="verification vote (answer confirmed)")
+            if task.correct is not None:
+                _decide_voted(volunteer=volunteer, project_id=task.project_id)
         elif photo.status == Photo.Status.PENDING:
             photo_decide_if_consensus(photo=photo)
     return task
+
+
+def _decide_voted(*, volunteer: AbstractBaseUser, project_id: int, limit: int = 20) -> None:
+    """A gold answer moved the voter's weight: look again at the pending photos they voted on."""
+    photo_ids = (
+        VerificationTask.objects.filter(
+            volunteer=volunteer, project_id=project_id, is_gold=False, photo__status=Photo.Status.PENDING,
+            answer__in=[VerificationTask.Answer.YES, VerificationTask.Answer.NO],
+        )
+        .order_by("-answered_at")
+        .values_list("photo_id", flat=True)[:limit]
+    )
+    for photo in Photo.objects.select_for_update().select_related("label", "project").filter(pk__in=list(photo_ids)):
+        photo_decide_if_consensus(photo=photo)
 
 
 def _gold_points_allowed(*, task: VerificationTask) -> bool:

@@ -99,3 +99,21 @@ def test_the_model_votes_with_capped_weight_and_never_decides_alone(project, pen
     vote(make_voter(right=12), project, "yes")
     pending.refresh_from_db()
     assert pending.status == Photo.Status.APPROVED
+
+
+def test_a_newcomers_early_votes_count_once_gold_shows_their_skill(project, pending, gold, make_voter, settings):
+    vote(make_voter(right=12), project, "yes")
+    vote(make_voter(right=12), project, "yes")  # 5.1 of the 6 needed
+    newcomer = make_voter(right=0)
+    vote(newcomer, project, "yes")
+    pending.refresh_from_db()
+    assert pending.status == Photo.Status.PENDING  # the newcomer weighs nothing yet
+    settings.PLATFORM_VERIFY_GOLD_SHARE = 1.0
+    client = client_for(newcomer)
+    for _ in range(2):  # two gold answers, both right: Beta(3, 1), weight log(3) = 1.1
+        body = client.get(f"/api/v1/verification/next/?project={project.slug}").json()
+        task = VerificationTask.objects.get(public_id=body["id"])
+        right = "yes" if task.label_asked_id == task.photo.label_id else "no"
+        client.post(f"/api/v1/verification/{body['id']}/vote/", {"answer": right})
+    pending.refresh_from_db()
+    assert pending.status == Photo.Status.APPROVED
