@@ -18,6 +18,7 @@ from common.errors import Conflict, DomainError, NotFound
 from leaderboards.models import PointsEntry
 from leaderboards.services import points_entry_add
 from submissions.models import Photo
+from submissions.moderation import photo_flag_suspicious_volume
 from submissions.services import photo_moderate, photo_reopen
 from verification.models import VerificationDecision, VerificationTask
 from verification.selectors import (
@@ -248,3 +249,35 @@ def on_photo_moderated(*, photo: Photo, moderator: AbstractBaseUser | None, **_)
     decision = decision_active_for(photo=photo)
     if decision is not None and decision.outcome != photo.status:
         _withdraw(decision=decision, moderator=moderator, reason=f"overridden by staff ({photo.status})")
+
+
+def photo_trust_uploader(*, photo_id: int) -> VerificationDecision | None:
+    """Approve a new upload at once when PLATFORM_VERIFY_TRUSTED_UPLOADS is on and its volunteer is proven.
+
+    Proven: the 5% quantile of their accuracy on gold in the project reaches
+    PLATFORM_VERIFY_TRUSTED_ACCURACY. Near duplicates and bursts (suspicious volume) still
+    wait for staff. Recorded as a reversible decision like any automatic one.
+    """
+    if not settings.PLATFORM_VERIFY_TRUSTED_UPLOADS:
+        return None
+    with transaction.atomic():
+        photo = Photo.objects.select_for_update().select_related("label", "project").filter(pk=photo_id).first()
+        if photo is None or photo.volunteer_id is None or photo.status != Photo.Status.PENDING:
+            return None
+        reputation = reputation_get(project_id=photo.project_id, volunteer_id=photo.volunteer_id)
+        if reputation.lower < settings.PLATFORM_VERIFY_TRUSTED_ACCURACY:
+            return None
+        if photo_flag_suspicious_volume(photo=photo) or _needs_staff(photo=photo):
+            return None
+        photo_moderate(photo=photo, moderator=None, approve=True)
+        return VerificationDecision.objects.create(
+            photo=photo, outcome=VerificationDecision.Outcome.APPROVED, yes_weight=0, no_weight=0,
+            votes=[{"trusted_uploader": photo.volunteer_id, "gold_right": reputation.right,
+                    "gold_wrong": reputation.wrong, "accuracy_lower_bound": round(reputation.lower, 4)}],
+        )
+
+
+def on_photo_created(*, instance: Photo, created: bool, **_) -> None:
+    """After a volunteer's upload commits: the trusted-uploader shortcut (when switched on)."""
+    if created and instance.volunteer_id is not None and settings.PLATFORM_VERIFY_TRUSTED_UPLOADS:
+        transaction.on_commit(lambda: photo_trust_uploader(photo_id=instance.pk))

@@ -132,3 +132,37 @@ def test_points_are_whole_and_a_photo_the_model_got_wrong_earns_a_bonus_with_its
     staff_api_client.post(f"/api/v1/moderation/photos/{photo.public_id}/decision/",
                           {"decision": "reject", "reason": "wasp"})
     assert PointsEntry.objects.filter(photo=photo).aggregate(net=Sum("points"))["net"] == 0
+
+
+def _upload(user, challenge, seed, capture):
+    """A real upload through the API (noise: no near duplicate of the others), its on-commit work run."""
+    import io
+
+    from PIL import Image
+
+    image = io.BytesIO()
+    Image.effect_noise((96, 64), 60 + seed).convert("RGB").save(image, format="JPEG")
+    image.seek(0)
+    image.name = "photo.jpg"
+    with capture(execute=True):
+        response = client_for(user).post("/api/v1/photos/", {"challenge": challenge.pk, "label": "ants",
+                                                             "image": image}, format="multipart")
+    assert response.status_code == 201, response.content
+    return Photo.objects.get(public_id=response.json()["id"])
+
+
+def test_proven_uploaders_skip_verification_only_when_switched_on(project, challenge, make_voter, settings,
+                                                                  django_capture_on_commit_callbacks):
+    capture = django_capture_on_commit_callbacks
+    settings.PLATFORM_VERIFY_TRUSTED_ACCURACY = 0.75  # Beta(13, 1): 5% quantile 0.79
+    proven, newcomer = make_voter(right=12), make_voter(right=0)
+    assert _upload(proven, challenge, 1, capture).status == Photo.Status.PENDING  # off by default
+    settings.PLATFORM_VERIFY_TRUSTED_UPLOADS = True
+    trusted = _upload(proven, challenge, 2, capture)
+    trusted.refresh_from_db()
+    assert trusted.status == Photo.Status.APPROVED
+    decision = VerificationDecision.objects.get(photo=trusted)
+    assert decision.votes[0]["trusted_uploader"] == proven.pk
+    untrusted = _upload(newcomer, challenge, 3, capture)
+    untrusted.refresh_from_db()
+    assert untrusted.status == Photo.Status.PENDING
