@@ -166,3 +166,12 @@ def test_proven_uploaders_skip_verification_only_when_switched_on(project, chall
     untrusted = _upload(newcomer, challenge, 3, capture)
     untrusted.refresh_from_db()
     assert untrusted.status == Photo.Status.PENDING
+
+
+def test_the_volunteer_sees_the_bonus_reason_on_their_photos(project, uploader, staff, client):
+    photo = make_photo(project=project, volunteer=uploader, model_confidence=0.1)
+    client_for(staff).post(f"/api/v1/moderation/photos/{photo.public_id}/decision/", {"decision": "approve"})
+    listed = client_for(uploader).get("/api/v1/photos/").json()["results"][0]
+    assert listed["bonus"].startswith("Bonus: the model thought this was bees (90% sure)")
+    client.force_login(uploader)
+    assert "exactly the photo it needs" in client.get("/me/photos/").content.decode()
