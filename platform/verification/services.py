@@ -10,7 +10,7 @@ import random
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from challenges.models import Project
@@ -73,9 +73,13 @@ def task_next(*, volunteer: AbstractBaseUser, project: Project) -> VerificationT
             others = list(project.labels.exclude(pk=photo.label_id))
             if others and rng.random() < 0.5:
                 label = rng.choice(others)
-        return VerificationTask.objects.create(
-            project=project, volunteer=volunteer, photo=photo, label_asked=label, is_gold=gold
-        )
+        try:
+            with transaction.atomic():
+                return VerificationTask.objects.create(
+                    project=project, volunteer=volunteer, photo=photo, label_asked=label, is_gold=gold
+                )
+        except IntegrityError:  # the same volunteer's concurrent request gave them this photo first
+            return task_open_get(volunteer=volunteer, project=project)
 
 
 def _pick_gold(*, volunteer: AbstractBaseUser, project: Project) -> Photo | None:
