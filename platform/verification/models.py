@@ -34,7 +34,8 @@ class VerificationTask(models.Model):
     answered_at = models.DateTimeField(null=True, blank=True)
     correct = models.BooleanField(null=True, blank=True, help_text="Gold only: the answer was right.")
     weight = models.FloatField(
-        null=True, blank=True, help_text="The voter's weight when the vote was cast (a record; tallies use the current one)."
+        null=True, blank=True,
+        help_text="The voter's weight when the vote was cast (a record; tallies use the current one).",
     )
     points = models.IntegerField(default=0, help_text="Points this vote earned (net of reversals).")
     created_at = models.DateTimeField(auto_now_add=True)

@@ -64,8 +64,9 @@ def reputations_for(*, project_id: int, volunteer_ids) -> dict[int, Reputation]:
         .values("volunteer_id")
         .annotate(right=Count("id", filter=Q(correct=True)), wrong=Count("id", filter=Q(correct=False)))
     }
+    empty = {"right": 0, "wrong": 0}
     return {
-        vid: reputation_from_counts(right=counts.get(vid, {}).get("right", 0), wrong=counts.get(vid, {}).get("wrong", 0))
+        vid: reputation_from_counts(right=counts.get(vid, empty)["right"], wrong=counts.get(vid, empty)["wrong"])
         for vid in volunteer_ids
     }
 

@@ -214,7 +214,9 @@ def _suggested_label(*, photo: Photo) -> str:
     return others[0] if len(others) == 1 else ""
 
 
-def decision_reverse(*, decision: VerificationDecision, moderator: AbstractBaseUser, reason: str) -> VerificationDecision:
+def decision_reverse(
+    *, decision: VerificationDecision, moderator: AbstractBaseUser, reason: str
+) -> VerificationDecision:
     """Staff take an automatic decision back: the photo is pending again, points reversed in the ledger.
 
     The photo then waits for staff (it is never decided automatically again).

@@ -122,7 +122,9 @@ def test_points_are_whole_and_a_photo_the_model_got_wrong_earns_a_bonus_with_its
     staff_api_client.post(f"/api/v1/moderation/photos/{photo.public_id}/decision/", {"decision": "approve"})
     bonus = PointsEntry.objects.get(photo=photo, kind="bonus")
     assert bonus.points == settings.PLATFORM_MODEL_MISS_BONUS
-    assert bonus.reason == "Bonus: the model thought this was bees (75% sure), and it is ants: exactly the photo it needs."
+    assert bonus.reason == (
+        "Bonus: the model thought this was bees (75% sure), and it is ants: exactly the photo it needs."
+    )
     assert _board(project, uploader) == 20 + settings.PLATFORM_MODEL_MISS_BONUS
     assert all(entry.points == int(entry.points) for entry in PointsEntry.objects.all())
     # A photo the model got right earns no bonus; rejecting takes the bonus back with the rest.
