@@ -209,6 +209,7 @@ def pooled(runs: list[dict]) -> dict:
     photos = sum(r["photos"] for r in runs)
     return {
         "seed": "all", "photos": photos, "votes": sum(r["votes"] for r in runs),
+        "gold_votes": sum(r["gold_votes"] for r in runs),
         "decided_without_staff": add("decided_without_staff"), "automatic_right": add("automatic_right"),
         "mislabels_in_snapshot": add("mislabels_in_snapshot"),
         "staff_decisions": sum(r["staff_decisions"] for r in runs), "baseline_staff_decisions": photos,
@@ -218,14 +219,14 @@ def pooled(runs: list[dict]) -> dict:
 
 def print_table(runs: list[dict]) -> None:
     header = ("seed", "decided without staff", "automatic decisions right", "mislabels in snapshot",
-              "staff decisions (staff-only baseline)", "votes / photo")
+              "staff decisions (staff-only baseline)", "votes on pending / photo", "gold share of votes")
     print(" | ".join(header))
     for run in [*runs, pooled(runs)]:
         print(" | ".join([
             str(run["seed"]), _pct(run["decided_without_staff"]), _pct(run["automatic_right"]),
             _pct(run["mislabels_in_snapshot"]),
             f"{run['staff_decisions']} ({run['baseline_staff_decisions']}, ratio {run['staff_ratio']:.2f})",
-            f"{run['votes'] / run['photos']:.1f}",
+            f"{(run['votes'] - run['gold_votes']) / run['photos']:.1f}", f"{run['gold_votes'] / run['votes']:.2f}",
         ]))
     print("staff-only baseline: 0% decided without staff, one staff decision per photo, "
           "0 mislabels in the snapshot when staff are always right")
@@ -236,10 +237,13 @@ def main() -> None:
     parser.add_argument("--seeds", default="1,2,3")
     parser.add_argument("--photos", type=int, default=300)
     parser.add_argument("--volunteers", type=int, default=200)
-    parser.add_argument("--table", action="store_true", help=f"print the table of {RESULTS.name} and stop")
+    parser.add_argument("--table", action="store_true", help=f"print the table of {RESULTS.name} (pooled added)")
     args = parser.parse_args()
     if args.table:
-        print_table(json.loads(RESULTS.read_text())["runs"])
+        results = json.loads(RESULTS.read_text())
+        results["pooled"] = pooled(results["runs"])
+        RESULTS.write_text(json.dumps(results, indent=2, default=str) + "\n")
+        print_table(results["runs"])
         return
     with tempfile.TemporaryDirectory(prefix="crowd-") as var_dir:
         _setup_django(Path(var_dir))
