@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from django.contrib import admin, messages
-from django.utils.html import format_html_join
 
 from challenges.models import Project
 from common.errors import DomainError
@@ -29,9 +28,10 @@ class VerificationDecisionAdmin(admin.ModelAdmin):
         pairs = [(project.slug, pair) for project in Project.objects.all()
                  for pair in pair_list_suspicious(project_id=project.pk)]
         if pairs:
-            self.message_user(request, format_html_join(
-                "; ", "suspicious pair in {}: volunteers {} and {} verified each other {} times (expected {:.1f})",
-                ((slug, p.volunteer_a, p.volunteer_b, p.observed, p.expected) for slug, p in pairs),
+            self.message_user(request, "; ".join(
+                f"suspicious pair in {slug}: volunteers {p.volunteer_a} and {p.volunteer_b} verified each other "
+                f"{p.observed} times (expected {p.expected:.1f})"
+                for slug, p in pairs
             ), messages.WARNING)
         return super().changelist_view(request, extra_context)
 

@@ -177,3 +177,21 @@ def test_the_volunteer_sees_the_bonus_reason_on_their_photos(project, uploader, 
     assert listed["bonus"].startswith("Bonus: the model thought this was bees (90% sure)")
     client.force_login(uploader)
     assert "exactly the photo it needs" in client.get("/me/photos/").content.decode()
+
+
+def test_admin_lists_decisions_warns_of_pairs_and_reverses(project, decided, admin_client, monkeypatch):
+    from verification import admin as verification_admin
+    from verification.selectors import SuspiciousPair
+
+    decision, voters = decided
+    pair = SuspiciousPair(volunteer_a=voters[0].pk, volunteer_b=voters[1].pk, observed=9, expected=1.5, ratio=6.0)
+    monkeypatch.setattr(verification_admin, "pair_list_suspicious", lambda project_id: [pair])
+    url = "/admin/verification/verificationdecision/"
+    listed = admin_client.get(url)
+    assert listed.status_code == 200
+    assert f"volunteers {voters[0].pk} and {voters[1].pk} verified each other 9 times" in listed.content.decode()
+    done = admin_client.post(url, {"action": "reverse", "_selected_action": [decision.pk]}, follow=True)
+    assert "Reversed 1 decision(s)." in done.content.decode()
+    decision.refresh_from_db()
+    decision.photo.refresh_from_db()
+    assert decision.reversed_at is not None and decision.photo.status == Photo.Status.PENDING
