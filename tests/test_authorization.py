@@ -30,6 +30,7 @@ from tests.conftest import jpeg_bytes
 from tests.factories import UserFactory
 from tests.mobile_api.test_manifest import publish
 from tests.moderation.conftest import make_photo
+from verification.models import VerificationDecision, VerificationTask
 
 pytestmark = pytest.mark.django_db
 
@@ -105,6 +106,13 @@ ROUTES = [
     Route("post", "/api/v1/moderation/photos/{pending}/decision/", staff_only(200), data={"decision": "approve"}),
     Route("post", "/api/v1/moderation/photos/{pending}/relabel/", staff_only(200), data={"label": "bees"}),
     Route("post", "/api/v1/moderation/photos/{approved}/feature/", staff_only(200), data={"featured": True}),
+    # --- verification: "other" takes part and holds a task; the owner takes part with nothing to verify ---
+    Route("get", "/api/v1/verification/next/?project={project}",
+          {"anonymous": 401, "owner": 204, "other": 200, "staff": 403}),
+    Route("post", "/api/v1/verification/{task}/vote/", {"anonymous": 401, "owner": 404, "other": 200, "staff": 404},
+          data={"answer": "yes"}),
+    Route("get", "/api/v1/verification/pairs/?project={project}", staff_only(200)),
+    Route("post", "/api/v1/verification/decisions/{decision}/reverse/", staff_only(200), data={"reason": "check"}),
     # --- leaderboards ---
     Route("get", "/api/v1/projects/{project}/leaderboards/all/", everyone(200)),
     # --- apps ---
@@ -152,6 +160,10 @@ ROUTES = [
     Route("get", "/photos/{featured}/thumbnail", everyone(200)),
     Route("get", "/labels/{label}/example", everyone(200)),
     Route("get", "/gallery/", everyone(200)),
+    Route("get", "/verify/", signed_in(200, anonymous=LOGIN)),
+    Route("post", "/verify/{task}/", {"anonymous": LOGIN, "owner": 404, "other": 302, "staff": 404},
+          data={"answer": "yes"}),
+    Route("get", "/verify/{task}/image", {"anonymous": LOGIN, "owner": 404, "other": 200, "staff": 404}),
     Route("get", "/leaderboards/", everyone(200)),
     Route("get", "/releases/", everyone(200)),
     Route("get", "/newsletter/unsubscribe/{unsubscribe}/", everyone(200)),
@@ -188,14 +200,27 @@ def world(project, challenge):
     canary = release_promote(channel=stable, version=project.model_versions.get(version=2), rollout_percent=20)
     release_pause(release=canary)
     retired, retired_key = app_key_create(name="Retired app")
+    other = UserFactory()
+    task, decision = _verification_world(project=project, other=other, pending=pending, approved=approved)
     app_key_revoke(app_key=retired)
     return {
         "app_keys": {"app": app_key_create(name="App")[1], "revoked_app": retired_key},
-        "users": {"owner": owner, "other": UserFactory(), "staff": UserFactory(is_staff=True)},
+        "users": {"owner": owner, "other": other, "staff": UserFactory(is_staff=True)},
+        "task": task.public_id, "decision": decision.pk,
         "project": project.slug, "channel": "stable", "challenge": challenge.pk, "label": label.pk,
         "pending": pending.public_id, "approved": approved.public_id, "featured": featured.public_id,
         "unsubscribe": unsubscribe_token_make(user=owner),
     }
+
+
+def _verification_world(*, project, other, pending, approved):
+    """`other` takes part (an approved photo of their own) and is asked about the owner's pending photo;
+    the approved photo carries an automatic decision staff may reverse."""
+    make_photo(project=project, volunteer=other, status=Photo.Status.APPROVED, color=(90, 90, 90))
+    task = VerificationTask.objects.create(project=project, volunteer=other, photo=pending, label_asked=pending.label)
+    decision = VerificationDecision.objects.create(photo=approved, outcome="approved", yes_weight=7, no_weight=0,
+                                                   votes=[])
+    return task, decision
 
 
 def _client(world, route: Route, role: str):
@@ -278,7 +303,7 @@ def _pattern_of(url: str) -> str:
     replacements = {
         "{pending}": "<uuid:photo_id>", "{approved}": "<uuid:photo_id>", "{featured}": "<uuid:photo_id>",
         "{challenge}": "<int:challenge_id>", "{label}": "<int:label_id>", "{unsubscribe}": "<str:token>",
-        "{channel}": "<slug:channel>",
+        "{channel}": "<slug:channel>", "{task}": "<uuid:task_id>", "{decision}": "<int:decision_id>",
         "/1/onnx-fp32/from/1": "/<int:version>/<slug:variant>/from/<int:from_version>",
         "/1/onnx-fp32": "/<int:version>/<slug:variant>",
         "/1/card": "/<int:version>/card",

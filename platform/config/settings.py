@@ -51,6 +51,7 @@ INSTALLED_APPS = [
     "submissions",
     "leaderboards",
     "newsletter",
+    "verification",
     "training",
     "mobile_api",
     "ops",
@@ -217,6 +218,29 @@ PLATFORM_SUSPICIOUS_UPLOADS_PER_HOUR = env.int("PLATFORM_SUSPICIOUS_UPLOADS_PER_
 PLATFORM_MODEL_DISAGREEMENT_THRESHOLD = env.float("PLATFORM_MODEL_DISAGREEMENT_THRESHOLD", default=0.2)
 # A generated challenge picks a label whose holdout recall is below this target.
 PLATFORM_CHALLENGE_RECALL_TARGET = env.float("PLATFORM_CHALLENGE_RECALL_TARGET", default=0.9)
+
+# --- verification by volunteers (README "Verification by volunteers": why these defaults) ---
+# A photo is decided once the weighted yes+no votes reach this total and one side holds the
+# majority share; a voter's weight is the log-odds of their accuracy on gold (0.85 -> 1.7).
+PLATFORM_VERIFY_MIN_WEIGHT = env.float("PLATFORM_VERIFY_MIN_WEIGHT", default=6.0)
+PLATFORM_VERIFY_MAJORITY = env.float("PLATFORM_VERIFY_MAJORITY", default=0.8)
+# Share of each volunteer's tasks that are gold (staff-approved photos), mixed in unannounced.
+PLATFORM_VERIFY_GOLD_SHARE = env.float("PLATFORM_VERIFY_GOLD_SHARE", default=0.2)
+# Voters whose accuracy on gold is, with 95% confidence, below this stop counting.
+PLATFORM_VERIFY_MIN_ACCURACY = env.float("PLATFORM_VERIFY_MIN_ACCURACY", default=0.7)
+# The current model votes too, with at most this weight (kept below the minimum weight).
+PLATFORM_VERIFY_MODEL_MAX_WEIGHT = env.float("PLATFORM_VERIFY_MODEL_MAX_WEIGHT", default=2.0)
+# After this many human votes without a decision, a photo is left to staff.
+PLATFORM_VERIFY_MAX_VOTES = env.int("PLATFORM_VERIFY_MAX_VOTES", default=12)
+# Votes per volunteer (DRF throttle syntax), and the whole points a vote that agreed earns.
+PLATFORM_VERIFY_RATE = env.str("PLATFORM_VERIFY_RATE", default="20/min")
+PLATFORM_VERIFY_POINTS = env.int("PLATFORM_VERIFY_POINTS", default=2)
+# Bonus for an approved upload the current model got wrong (its probability below one half).
+PLATFORM_MODEL_MISS_BONUS = env.int("PLATFORM_MODEL_MISS_BONUS", default=5)
+# Uploads from volunteers whose gold accuracy is, with 95% confidence, above this skip
+# verification (approved at once). Off by default.
+PLATFORM_VERIFY_TRUSTED_UPLOADS = env.bool("PLATFORM_VERIFY_TRUSTED_UPLOADS", default=False)
+PLATFORM_VERIFY_TRUSTED_ACCURACY = env.float("PLATFORM_VERIFY_TRUSTED_ACCURACY", default=0.95)
 
 # --- email (newsletter) ---------------------------------------------------------------
 # Absolute links in emails (unsubscribe, photos) start with this.

@@ -8,7 +8,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-APPS = ("accounts", "challenges", "submissions", "leaderboards", "newsletter", "training")
+APPS = ("accounts", "challenges", "submissions", "leaderboards", "newsletter", "verification", "training")
 _modules = [import_module(f"{app}.urls") for app in APPS]
 
 urlpatterns = [

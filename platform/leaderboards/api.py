@@ -17,7 +17,7 @@ from leaderboards.selectors import leaderboard_get, volunteer_impact
 class BoardEntryOutput(serializers.Serializer):
     rank = serializers.IntegerField()
     display_name = serializers.CharField()
-    points = serializers.DecimalField(max_digits=12, decimal_places=2)
+    points = serializers.IntegerField()
     photos = serializers.IntegerField()
     streak = serializers.IntegerField()
     pinned = serializers.BooleanField()

@@ -20,13 +20,15 @@ class PointsEntry(models.Model):
         PHOTO = "photo", "Approved photo"
         ADJUSTMENT = "adjustment", "Admin adjustment"
         REVOCATION = "revocation", "Revoked (photo rejected after approval)"
+        VERIFICATION = "verification", "Verification vote that agreed"
+        BONUS = "bonus", "Bonus: a photo the current model got wrong"
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="points_entries")
     volunteer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="points_entries")
     photo = models.ForeignKey(
         "submissions.Photo", on_delete=models.SET_NULL, null=True, blank=True, related_name="points_entries"
     )
-    points = models.DecimalField(max_digits=10, decimal_places=2)
+    points = models.IntegerField(help_text="Whole points (negative for revocations).")
     kind = models.CharField(max_length=16, choices=Kind.choices)
     reason = models.CharField(max_length=300, blank=True)
     day = models.DateField(help_text="Project-local day the points count for (day/week boards).")
@@ -60,7 +62,7 @@ class ScoreTotal(models.Model):
     volunteer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="score_totals")
     period = models.CharField(max_length=8, choices=Period.choices)
     period_start = models.DateField(help_text="Project-local; Monday for weeks; 2000-01-01 for 'all'.")
-    points = models.DecimalField(max_digits=12, decimal_places=2, default=0)
+    points = models.IntegerField(default=0)
     photos = models.IntegerField(default=0)
     streak_current = models.PositiveIntegerField(default=0, help_text="Days in the run ending on streak_last_day.")
     streak_best = models.PositiveIntegerField(default=0)
@@ -117,7 +119,7 @@ class CurationAction(models.Model):
     volunteer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
     action = models.CharField(max_length=16, choices=Action.choices)
     reason = models.CharField(max_length=300)
-    points = models.DecimalField(max_digits=10, decimal_places=2, null=True, blank=True)
+    points = models.IntegerField(null=True, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from decimal import Decimal
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Exists, IntegerField, OuterRef, Q, Subquery, Value
@@ -25,7 +24,7 @@ PERIODS = tuple(ScoreTotal.Period.values)
 class BoardEntry:
     rank: int
     display_name: str
-    points: Decimal
+    points: int
     photos: int
     streak: int
     pinned: bool

@@ -10,6 +10,8 @@ import datetime as dt
 import zoneinfo
 from decimal import ROUND_HALF_UP, Decimal
 
+from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.db.models import F, Sum
@@ -20,7 +22,8 @@ from common.errors import ValidationFailed
 from leaderboards.models import ALL_TIME_START, CurationAction, LeaderboardFlag, PointsEntry, ScoreTotal
 
 BASE_POINTS = Decimal(10)
-_CENT = Decimal("0.01")
+# Points are whole numbers everywhere (formula results are rounded half up).
+_WHOLE = Decimal(1)
 _APPROVED = "approved"
 
 
@@ -38,7 +41,7 @@ def period_starts(*, day: dt.date) -> list[tuple[str, dt.date]]:
     ]
 
 
-def photo_points(*, photo) -> Decimal:
+def photo_points(*, photo) -> int:
     """Points an approved photo earns, fixed at approval time.
 
     points = 10 x multiplier x (1 + max(0, target - approved_before) / target)
@@ -56,7 +59,12 @@ def photo_points(*, photo) -> Decimal:
             type(photo).objects.filter(label_id=photo.label_id, status=_APPROVED).exclude(pk=photo.pk).count()
         )
         need += Decimal(max(0, target - approved_before)) / Decimal(target)
-    return (BASE_POINTS * Decimal(multiplier) * need).quantize(_CENT, rounding=ROUND_HALF_UP)
+    return _whole(BASE_POINTS * Decimal(multiplier) * need)
+
+
+def _whole(value) -> int:
+    """Points are whole numbers: half up, as people round."""
+    return int(Decimal(value).quantize(_WHOLE, rounding=ROUND_HALF_UP))
 
 
 def score_photo_moderated(*, photo, previous_status: str) -> None:
@@ -100,11 +108,57 @@ def _photo_award(*, photo) -> None:
         reason=f"approved {photo.label.name}",
     )
     _totals_move(project=photo.project, volunteer_id=photo.volunteer_id, day=day, points=points, photos=1)
+    bonus_reason = photo_model_miss_reason(photo=photo)
+    if bonus_reason and settings.PLATFORM_MODEL_MISS_BONUS > 0:
+        bonus = settings.PLATFORM_MODEL_MISS_BONUS
+        PointsEntry.objects.create(
+            project_id=photo.project_id, volunteer_id=photo.volunteer_id, photo=photo, points=bonus,
+            kind=PointsEntry.Kind.BONUS, day=day, created_by=photo.moderated_by, reason=bonus_reason[:300],
+        )
+        _totals_move(project=photo.project, volunteer_id=photo.volunteer_id, day=day, points=bonus, photos=0)
 
 
-def _photo_net_points(*, photo) -> Decimal | None:
-    """Net points a photo holds now; None when it holds none (never awarded or revoked)."""
-    net = PointsEntry.objects.filter(photo=photo).aggregate(net=Sum("points"))["net"]
+def photo_model_miss_reason(*, photo) -> str:
+    """Why an approved photo earns the bonus: the current model got it wrong; else "".
+
+    "Wrong" is the model's probability for the (approved) label below one half. With two
+    labels the model's guess is the other one and is named.
+    """
+    confidence = photo.model_confidence
+    if confidence is None or confidence >= 0.5:
+        return ""
+    label = photo.label.name
+    others = [name for name in photo.project.labels.values_list("name", flat=True) if name != label]
+    guess = f"this was {others[0]}" if len(others) == 1 else f"this was not {label}"
+    return (f"Bonus: the model thought {guess} ({100 * (1 - confidence):.0f}% sure), "
+            f"and it is {label}: exactly the photo it needs.")
+
+
+def points_entry_add(
+    *, project: Project, volunteer_id: int, points: int, kind: str, reason: str, photo=None,
+    day: dt.date | None = None, created_by: AbstractBaseUser | None = None,
+) -> PointsEntry:
+    """Append a whole-number ledger entry (verification votes and their reversals) and move the totals."""
+    points = _whole(points)
+    day = day or project_local_date(project=project, when=timezone.now())
+    from accounts.services import profile_get_or_create  # boards need a public name
+
+    with transaction.atomic():
+        profile_get_or_create(user=get_user_model().objects.get(pk=volunteer_id))
+        entry = PointsEntry.objects.create(
+            project=project, volunteer_id=volunteer_id, photo=photo, points=points, kind=kind,
+            reason=reason[:300], day=day, created_by=created_by,
+        )
+        _totals_move(project=project, volunteer_id=volunteer_id, day=day, points=points, photos=0)
+    return entry
+
+
+def _photo_net_points(*, photo) -> int | None:
+    """Net points a photo holds for its volunteer now; None when none (never awarded or revoked).
+
+    Verifiers' ledger entries point at the photo too; they are theirs, not the uploader's.
+    """
+    net = PointsEntry.objects.filter(photo=photo, volunteer_id=photo.volunteer_id).aggregate(net=Sum("points"))["net"]
     return net if net else None
 
 
@@ -121,7 +175,7 @@ def _photo_revoke(*, photo) -> None:
     _totals_move(project=photo.project, volunteer_id=photo.volunteer_id, day=award.day, points=-net, photos=-1)
 
 
-def _totals_move(*, project: Project, volunteer_id: int, day: dt.date, points: Decimal, photos: int) -> None:
+def _totals_move(*, project: Project, volunteer_id: int, day: dt.date, points: int, photos: int) -> None:
     """Add to the day, week and all-time totals with F() (no read-modify-write race)."""
     for period, start in period_starts(day=day):
         total, _ = ScoreTotal.objects.get_or_create(
@@ -199,12 +253,12 @@ def leaderboard_flag_set(
 
 
 def points_adjust(
-    *, project: Project, volunteer: AbstractBaseUser, points: Decimal, reason: str, actor: AbstractBaseUser,
+    *, project: Project, volunteer: AbstractBaseUser, points: int, reason: str, actor: AbstractBaseUser,
     day: dt.date | None = None,
 ) -> PointsEntry:
     """Add (or, negative, remove) points by hand: a ledger entry, moved totals, an audit line."""
     reason = _reason_required(reason)
-    points = Decimal(points).quantize(_CENT, rounding=ROUND_HALF_UP)
+    points = _whole(points)
     if not points:
         raise ValidationFailed("An adjustment of 0 points changes nothing.", code="invalid_points")
     day = day or project_local_date(project=project, when=timezone.now())

@@ -51,9 +51,16 @@ class PhotoOutput(serializers.Serializer):
     display_url = serializers.SerializerMethodField()
     thumbnail_url = serializers.SerializerMethodField()
     created_at = serializers.DateTimeField()
+    bonus = serializers.SerializerMethodField(help_text="Approved: why it earned a bonus (the model got it wrong).")
 
     def get_near_duplicate(self, photo: Photo) -> bool:
         return photo.near_duplicate_of_id is not None
+
+    def get_bonus(self, photo: Photo) -> str | None:
+        entries = getattr(photo, "bonus_entries", None)  # prefetched by photo_list_for_volunteer
+        if photo.status != Photo.Status.APPROVED or not entries:
+            return None
+        return entries[0].reason
 
     def get_display_url(self, photo: Photo) -> str | None:
         return self._url(photo, "photo-display")

@@ -2,15 +2,22 @@
 from __future__ import annotations
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import QuerySet
+from django.db.models import Prefetch, QuerySet
 
 from common.errors import NotFound
+from leaderboards.models import PointsEntry
 from submissions.models import Photo
 
 
 def photo_list_for_volunteer(*, volunteer: AbstractBaseUser) -> QuerySet[Photo]:
-    """A volunteer's own photos, newest first."""
-    return Photo.objects.filter(volunteer=volunteer).select_related("label", "project", "challenge")
+    """A volunteer's own photos, newest first, each with its bonus ledger lines (``bonus_entries``)."""
+    bonuses = Prefetch(
+        "points_entries", queryset=PointsEntry.objects.filter(kind=PointsEntry.Kind.BONUS, points__gt=0),
+        to_attr="bonus_entries",
+    )
+    return Photo.objects.filter(volunteer=volunteer).select_related("label", "project", "challenge").prefetch_related(
+        bonuses
+    )
 
 
 def photo_list_for_moderation(*, status: str | None = Photo.Status.PENDING) -> QuerySet[Photo]:

@@ -16,6 +16,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
+from django.dispatch import Signal
 from django.utils import timezone
 
 from challenges.models import Challenge, Label, Project
@@ -246,8 +247,18 @@ def photo_delete(*, photo: Photo, volunteer: AbstractBaseUser) -> None:
         transaction.on_commit(lambda: _storage_delete(names))
 
 
-def photo_moderate(*, photo: Photo, moderator: AbstractBaseUser, approve: bool, reason: str = "") -> Photo:
-    """Approve or reject a photo; a rejection needs a reason the volunteer will see."""
+# Sent inside photo_moderate's transaction after every decision (moderator None: automatic).
+# Rooms above submissions (verification) react to staff decisions without being imported here.
+photo_moderated = Signal()
+
+
+def photo_moderate(
+    *, photo: Photo, moderator: AbstractBaseUser | None, approve: bool, reason: str = ""
+) -> Photo:
+    """Approve or reject a photo; a rejection needs a reason the volunteer will see.
+
+    ``moderator`` None is an automatic decision (verification by volunteers).
+    """
     if not approve and not reason.strip():
         raise ValidationFailed("A rejection needs a reason.", code="reason_required")
     with transaction.atomic():
@@ -258,6 +269,23 @@ def photo_moderate(*, photo: Photo, moderator: AbstractBaseUser, approve: bool, 
             raise NotFound("This photo no longer exists (its volunteer deleted it).", code="not_found") from None
         photo.status = Photo.Status.APPROVED if approve else Photo.Status.REJECTED
         photo.reject_reason = "" if approve else reason.strip()
+        photo.moderated_by = moderator
+        photo.moderated_at = timezone.now()
+        photo.save(update_fields=["status", "reject_reason", "moderated_by", "moderated_at", "updated_at"])
+        score_photo_moderated(photo=photo, previous_status=previous_status)
+        photo_moderated.send(sender=Photo, photo=photo, moderator=moderator, previous_status=previous_status)
+    return photo
+
+
+def photo_reopen(*, photo: Photo, moderator: AbstractBaseUser) -> Photo:
+    """Put a decided photo back to pending (an automatic decision reversed); points follow."""
+    with transaction.atomic():
+        try:
+            previous_status = Photo.objects.select_for_update().values_list("status", flat=True).get(pk=photo.pk)
+        except Photo.DoesNotExist:
+            raise NotFound("This photo no longer exists (its volunteer deleted it).", code="not_found") from None
+        photo.status = Photo.Status.PENDING
+        photo.reject_reason = ""
         photo.moderated_by = moderator
         photo.moderated_at = timezone.now()
         photo.save(update_fields=["status", "reject_reason", "moderated_by", "moderated_at", "updated_at"])

@@ -52,10 +52,10 @@ def test_admin_action_asks_for_a_reason_then_logs_it(admin_client, project, volu
 def test_admin_adjustment_form_and_read_only_audit_log(admin_client, project, volunteer, staff):
     response = admin_client.post(
         reverse("admin:leaderboards_pointsentry_add"),
-        {"project": project.pk, "volunteer": volunteer.pk, "points": "12.5", "reason": "Workshop helper"},
+        {"project": project.pk, "volunteer": volunteer.pk, "points": "12", "reason": "Workshop helper"},
     )
     assert response.status_code == 302, response.content[:2000]
-    assert ScoreTotal.objects.get(volunteer=volunteer, period="all").points == Decimal("12.50")
+    assert ScoreTotal.objects.get(volunteer=volunteer, period="all").points == 12
     log = CurationAction.objects.get()
     assert admin_client.get(reverse("admin:leaderboards_curationaction_changelist")).status_code == 200
     assert admin_client.get(reverse("admin:leaderboards_curationaction_add")).status_code == 403

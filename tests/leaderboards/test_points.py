@@ -19,13 +19,13 @@ def test_approval_awards_need_weighted_points_into_day_week_and_all(project, vol
     photo = approve(send_photo(volunteer, project))
     entry = PointsEntry.objects.get(photo=photo)
     assert entry.kind == "photo" and entry.points == Decimal("20.00")
-    # The second one: 10 x (1 + 29/30) = 19.67.
+    # The second one: 10 x (1 + 29/30) = 19.67, rounded to a whole 20.
     approve(send_photo(volunteer, project))
     today = timezone.now().date()
     monday = today - dt.timedelta(days=today.weekday())
     for period, start in [("day", today), ("week", monday), ("all", ALL_TIME_START)]:
         total = _total(project, volunteer, period, start)
-        assert (total.points, total.photos) == (Decimal("39.67"), 2)
+        assert (total.points, total.photos) == (40, 2)
 
 
 def test_label_at_target_earns_base_and_challenge_multiplier_counts(project, challenge, volunteer, send_photo, approve):
