@@ -215,8 +215,9 @@ PLATFORM_MODEL_DISAGREEMENT_THRESHOLD = env.float("PLATFORM_MODEL_DISAGREEMENT_T
 PLATFORM_CHALLENGE_RECALL_TARGET = env.float("PLATFORM_CHALLENGE_RECALL_TARGET", default=0.9)
 
 # --- email (newsletter) ---------------------------------------------------------------
-# Absolute links in emails (unsubscribe, photos) start with this.
-PLATFORM_BASE_URL = env.str("PLATFORM_BASE_URL", default="http://localhost:8000")
+# Absolute links in emails (unsubscribe, photos) and manifests' downloads start with this;
+# scripts/run binds to it and prints it (common/management/commands/run_info.py).
+PLATFORM_BASE_URL = env.str("PLATFORM_BASE_URL", default="http://127.0.0.1:8000")
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Volunteer vision <newsletter@localhost>")
 # EMAIL_URL (django-environ): smtp+tls://user:password@host:587, consolemail://, ...
 # Unset, the embedded default writes each email as a file under PLATFORM_VAR_DIR/mail.
@@ -227,9 +228,13 @@ else:
     EMAIL_FILE_PATH = str(VAR_DIR / "mail")
 
 # --- cache ----------------------------------------------------------------------------
-# Holds the upload throttle's counters. Local memory is per process (each gunicorn worker
-# counts on its own); production sets CACHE_URL=redis://... so all workers share them.
-CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
+# Holds the throttles' counters, app keys and the update check's channel documents: every
+# process (web workers, Celery workers, commands) must share it, or a publish or rollback
+# made by one never reaches the others. Production: CACHE_URL=redis://... The embedded
+# default: a folder on disk (README, "Configuration": measured against local memory). The
+# tests keep local memory (cleared around each test) unless CACHE_URL says otherwise.
+_CACHE_DEFAULT = "locmemcache://" if TESTING else f"filecache://{VAR_DIR / 'cache'}"
+CACHES = {"default": env.cache("CACHE_URL", default=_CACHE_DEFAULT)}
 
 # --- REST API -------------------------------------------------------------------------
 REST_FRAMEWORK = {
