@@ -358,6 +358,10 @@ PLATFORM_STORAGE_SWEEP_CRON = env.str("PLATFORM_STORAGE_SWEEP_CRON", default="30
 PLATFORM_FOLLOWUPS_RESUME_AFTER_SECONDS = env.int("PLATFORM_FOLLOWUPS_RESUME_AFTER_SECONDS", default=120)
 # How often beat looks for them.
 PLATFORM_FOLLOWUPS_RESUME_EVERY_SECONDS = env.int("PLATFORM_FOLLOWUPS_RESUME_EVERY_SECONDS", default=60)
+# The operations page colours a queue with this many waiting tasks as a warning / critical
+# (and by the age of the oldest waiting follow-up: ops.selectors.backlog_level).
+PLATFORM_OPS_QUEUE_WARNING = env.int("PLATFORM_OPS_QUEUE_WARNING", default=100)
+PLATFORM_OPS_QUEUE_CRITICAL = env.int("PLATFORM_OPS_QUEUE_CRITICAL", default=1000)
 CELERY_BEAT_SCHEDULE = {
     "nightly-training": {
         "task": "training.tasks.nightly_training_enqueue",
