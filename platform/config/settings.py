@@ -315,6 +315,10 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         # Exchange tables; kombu's default is a "control" folder in the working directory.
         "control_folder": str(_broker_dir / "control"),
         "store_processed": False,
+        # How long an idle worker sleeps between looks at the folder. kombu's 1 s default also
+        # paused after every task (prefetch 1 leaves nothing to take while one runs): one task
+        # a second. bench/embedded_broker.py measured the default below.
+        "polling_interval": env.float("PLATFORM_BROKER_POLL_SECONDS", default=0.05),
     }
 # Two queues, so a night of training never delays the light work behind it: "light"
 # (upload follow-ups, email, the nightly fan-out) and "training" (one task per project and
@@ -325,7 +329,13 @@ CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True  # a killed worker's task is redelivered; the run claim makes that safe
-CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Messages a worker process reserves beyond the one it runs. 1 on Redis (a long task never
+# holds others hostage). The filesystem broker deletes a message's file when it hands it out,
+# so reserving more loses nothing more if a worker dies (the database re-queues follow-ups),
+# and the worker takes the next message without waiting for a poll.
+CELERY_WORKER_PREFETCH_MULTIPLIER = env.int(
+    "PLATFORM_BROKER_PREFETCH", default=8 if CELERY_BROKER_URL.startswith("filesystem://") else 1
+)
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 # The database is the source of truth, the broker only a doorbell: an upload never waits
