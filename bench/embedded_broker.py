@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import platform as stdlib_platform
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench._common import RESULTS_DIR, fmt, table_print  # noqa: E402
+from bench.update_checks import free_port, process_stop  # noqa: E402
 
 PYTHON = sys.executable
 RESULTS = RESULTS_DIR / "embedded_broker.json"
@@ -62,12 +62,6 @@ for photo_id in ids:
 print("ENQUEUED", started, time.time())
 """
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def manage(env: dict, *args: str) -> str:
     done = subprocess.run([PYTHON, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     if done.returncode:
@@ -81,16 +75,6 @@ def pending_count(env: dict) -> int:
 
     with sqlite3.connect(Path(env["PLATFORM_VAR_DIR"]) / "platform.sqlite3", timeout=30) as db:
         return db.execute("SELECT COUNT(*) FROM submissions_photo WHERE followups_pending").fetchone()[0]
-
-
-def stop(process: subprocess.Popen | None) -> None:
-    if process is not None and process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def measure(name: str, *, tmp: Path, tasks: int, cap: float, overrides: dict[str, str]) -> dict:
@@ -127,7 +111,7 @@ def measure(name: str, *, tmp: Path, tasks: int, cap: float, overrides: dict[str
                 break
             time.sleep(0.2)
     finally:
-        stop(worker)
+        process_stop(worker)
         log.close()
     done = tasks - left
     seconds = now - first
@@ -168,7 +152,7 @@ def main() -> None:
                 rows.append(measure(name, tmp=tmp, tasks=args.tasks, cap=args.cap, overrides=overrides))
                 print(f"    {rows[-1]}", flush=True)
         finally:
-            stop(redis)
+            process_stop(redis)
 
     baseline = rows[0]["tasks_per_second"]
     table_print(
