@@ -43,7 +43,7 @@ How a port maps onto it (here -> Android / iOS):
 
 Command line (poll, download if allowed, classify one photo, report)::
 
-    python mobile_api/client.py --base-url http://localhost:8000 --key mk_... --model ants-bees photo.jpg
+    python mobile_api/client.py --base-url http://127.0.0.1:8000 --key mk_... --model ants-bees photo.jpg
 """
 from __future__ import annotations
 

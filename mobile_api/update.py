@@ -195,7 +195,11 @@ def channel_document_build(*, channel: Channel) -> dict:
 
 
 def _cache_key(model: str, channel: str) -> str:
-    return f"{_CACHE_PREFIX}{model}/{channel}"
+    # Documents carry absolute URLs from PLATFORM_BASE_URL, and the shared cache outlives a
+    # restart (the embedded default's is a folder on disk): a changed base URL must not be
+    # answered from a document built for the old one.
+    origin = hashlib.sha256(settings.PLATFORM_BASE_URL.encode()).hexdigest()[:12]
+    return f"{_CACHE_PREFIX}{origin}/{model}/{channel}"
 
 
 # (model, channel) -> (expires at, document or a not-found code)

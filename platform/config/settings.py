@@ -243,8 +243,9 @@ PLATFORM_VERIFY_TRUSTED_UPLOADS = env.bool("PLATFORM_VERIFY_TRUSTED_UPLOADS", de
 PLATFORM_VERIFY_TRUSTED_ACCURACY = env.float("PLATFORM_VERIFY_TRUSTED_ACCURACY", default=0.95)
 
 # --- email (newsletter) ---------------------------------------------------------------
-# Absolute links in emails (unsubscribe, photos) start with this.
-PLATFORM_BASE_URL = env.str("PLATFORM_BASE_URL", default="http://localhost:8000")
+# Absolute links in emails (unsubscribe, photos) and manifests' downloads start with this;
+# scripts/run binds to it and prints it (common/management/commands/run_info.py).
+PLATFORM_BASE_URL = env.str("PLATFORM_BASE_URL", default="http://127.0.0.1:8000")
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Volunteer vision <newsletter@localhost>")
 # EMAIL_URL (django-environ): smtp+tls://user:password@host:587, consolemail://, ...
 # Unset, the embedded default writes each email as a file under PLATFORM_VAR_DIR/mail.
@@ -255,9 +256,13 @@ else:
     EMAIL_FILE_PATH = str(VAR_DIR / "mail")
 
 # --- cache ----------------------------------------------------------------------------
-# Holds the upload throttle's counters. Local memory is per process (each gunicorn worker
-# counts on its own); production sets CACHE_URL=redis://... so all workers share them.
-CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
+# Holds the throttles' counters, app keys and the update check's channel documents: every
+# process (web workers, Celery workers, commands) must share it, or a publish or rollback
+# made by one never reaches the others. Production: CACHE_URL=redis://... The embedded
+# default: a folder on disk (README, "Configuration": measured against local memory). The
+# tests keep local memory (cleared around each test) unless CACHE_URL says otherwise.
+_CACHE_DEFAULT = "locmemcache://" if TESTING else f"filecache://{VAR_DIR / 'cache'}"
+CACHES = {"default": env.cache("CACHE_URL", default=_CACHE_DEFAULT)}
 
 # --- REST API -------------------------------------------------------------------------
 REST_FRAMEWORK = {
@@ -346,6 +351,10 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         # Exchange tables; kombu's default is a "control" folder in the working directory.
         "control_folder": str(_broker_dir / "control"),
         "store_processed": False,
+        # How long an idle worker sleeps between looks at the folder. kombu's 1 s default also
+        # paused after every task (prefetch 1 leaves nothing to take while one runs): one task
+        # a second. bench/embedded_broker.py measured the default below.
+        "polling_interval": env.float("PLATFORM_BROKER_POLL_SECONDS", default=0.05),
     }
 # Two queues, so a night of training never delays the light work behind it: "light"
 # (upload follow-ups, email, the nightly fan-out) and "training" (one task per project and
@@ -356,7 +365,13 @@ CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True  # a killed worker's task is redelivered; the run claim makes that safe
-CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Messages a worker process reserves beyond the one it runs. 1 on Redis (a long task never
+# holds others hostage). The filesystem broker deletes a message's file when it hands it out,
+# so reserving more loses nothing more if a worker dies (the database re-queues follow-ups),
+# and the worker takes the next message without waiting for a poll.
+CELERY_WORKER_PREFETCH_MULTIPLIER = env.int(
+    "PLATFORM_BROKER_PREFETCH", default=8 if CELERY_BROKER_URL.startswith("filesystem://") else 1
+)
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 # The database is the source of truth, the broker only a doorbell: an upload never waits
@@ -389,6 +404,10 @@ PLATFORM_STORAGE_SWEEP_CRON = env.str("PLATFORM_STORAGE_SWEEP_CRON", default="30
 PLATFORM_FOLLOWUPS_RESUME_AFTER_SECONDS = env.int("PLATFORM_FOLLOWUPS_RESUME_AFTER_SECONDS", default=120)
 # How often beat looks for them.
 PLATFORM_FOLLOWUPS_RESUME_EVERY_SECONDS = env.int("PLATFORM_FOLLOWUPS_RESUME_EVERY_SECONDS", default=60)
+# The operations page colours a queue with this many waiting tasks as a warning / critical
+# (and by the age of the oldest waiting follow-up: ops.selectors.backlog_level).
+PLATFORM_OPS_QUEUE_WARNING = env.int("PLATFORM_OPS_QUEUE_WARNING", default=100)
+PLATFORM_OPS_QUEUE_CRITICAL = env.int("PLATFORM_OPS_QUEUE_CRITICAL", default=1000)
 CELERY_BEAT_SCHEDULE = {
     "nightly-training": {
         "task": "training.tasks.nightly_training_enqueue",

@@ -14,12 +14,14 @@ from pathlib import Path
 from django.conf import settings
 from django.core.files.storage import FileSystemStorage, Storage, default_storage, storages
 from django.db import connection
-from django.db.models import OuterRef, Subquery
+from django.db.models import Min, OuterRef, Subquery
+from django.utils import timezone
 
 from challenges.models import Project
 from config.celery import app as celery_app
 from mobile_api.models import Release
 from mobile_api.selectors import LIVE_STATES
+from submissions.models import Photo
 from training.models import TrainingRun
 
 logger = logging.getLogger(__name__)
@@ -156,15 +158,50 @@ def broker_overview() -> dict:
         {"hostname": hostname, "queues": sorted(queue["name"] for queue in queues)}
         for hostname, queues in sorted((replies or {}).items())
     ]
+    oldest = {settings.CELERY_TASK_DEFAULT_QUEUE: followup_oldest_seconds()}
     return {
         "error": None,
         "queues": [
             {"name": name, "depth": depth,
-             "consumers": sum(name in worker["queues"] for worker in workers)}
+             "consumers": sum(name in worker["queues"] for worker in workers),
+             "oldest_seconds": oldest.get(name),
+             "level": backlog_level(depth=depth, oldest_seconds=oldest.get(name))}
             for name, depth in depths.items()
         ],
         "workers": workers,
     }
+
+
+def followup_oldest_seconds() -> float | None:
+    """Seconds the oldest pending upload follow-up has waited (None: none waits).
+
+    The database knows it whatever the broker (one indexed query: the partial index on
+    pending follow-ups); the light queue holds those follow-ups.
+    """
+    oldest = Photo.objects.filter(followups_pending=True).aggregate(oldest=Min("updated_at"))["oldest"]
+    return None if oldest is None else max(0.0, (timezone.now() - oldest).total_seconds())
+
+
+def backlog_thresholds() -> dict[str, float]:
+    """Where a queue's backlog becomes a warning and critical, by depth and by age (seconds).
+
+    Depth: PLATFORM_OPS_QUEUE_WARNING / _CRITICAL. Age: from the moment the platform itself
+    counts a follow-up as lost and queues it again (PLATFORM_FOLLOWUPS_RESUME_AFTER_SECONDS)
+    it is a warning, at ten times that critical.
+    """
+    resume_after = settings.PLATFORM_FOLLOWUPS_RESUME_AFTER_SECONDS
+    return {"depth_warning": settings.PLATFORM_OPS_QUEUE_WARNING, "depth_critical": settings.PLATFORM_OPS_QUEUE_CRITICAL,
+            "age_warning": resume_after, "age_critical": 10 * resume_after}
+
+
+def backlog_level(*, depth: int, oldest_seconds: float | None) -> str:
+    """"ok", "warning" or "critical" for a queue, by its depth and its oldest waiting task."""
+    limits, age = backlog_thresholds(), oldest_seconds or 0.0
+    if depth >= limits["depth_critical"] or age >= limits["age_critical"]:
+        return "critical"
+    if depth >= limits["depth_warning"] or age >= limits["age_warning"]:
+        return "warning"
+    return "ok"
 
 
 def nightly_runs_latest() -> list[dict]:

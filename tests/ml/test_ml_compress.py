@@ -174,6 +174,34 @@ def test_the_parity_check_fails_when_the_photos_are_preprocessed_wrongly(compres
     assert judged["status"] == REJECTED and "max probability difference" in judged["reason"]
 
 
+def test_the_int8_onnx_file_loads_without_warnings_every_initializer_used(tmp_path, capfd):
+    """onnxruntime warned on every load about the softmax's dropped quantize pair (its scale, zero point)."""
+    import onnx
+    import onnxruntime as ort
+
+    from training.ml.compress import onnx_int8, samples_arrays
+
+    model = _tiny_model()
+    train = [s for s in _samples() if s.split == "train"]
+    path = onnx_int8(source=_float_onnx(model, tmp_path), path=tmp_path / "int8.onnx",
+                     calibration=samples_arrays(train, PRE)[:8])
+
+    graph = onnx.load_model(str(path)).graph
+    read = {name for node in graph.node for name in node.input}
+    assert [init.name for init in graph.initializer if init.name not in read] == []
+    assert any(node.op_type == "QuantizeLinear" for node in graph.node)  # it is an int8 file
+    options = ort.SessionOptions()
+    options.log_severity_level = 1  # info and above: what an app developer's logs show
+    capfd.readouterr()
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    log = capfd.readouterr()
+    # Info lines say what onnxruntime's own optimiser folded ("no longer used"): not a warning.
+    assert [line for line in (log.out + log.err).splitlines() if "[W:" in line or "[E:" in line] == []
+    assert "not used by any node" not in log.out + log.err
+    probabilities = session.run(None, {session.get_inputs()[0].name: samples_arrays(train, PRE)[:2]})[0]
+    assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+
+
 def test_a_broken_file_is_recorded_as_failed_and_never_offered(tmp_path):
     from training.ml.compress import _Built, variant_check
 

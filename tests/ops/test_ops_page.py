@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 import pytest
 from django.utils import timezone
@@ -67,3 +68,67 @@ def test_others_are_sent_to_the_login(client, user):
 
 def test_the_queues_are_the_default_and_the_routed_ones():
     assert queue_names() == ["light", "training"]
+
+
+# --- backlog states and their colours ----------------------------------------------------------
+
+
+def _contrast(foreground: str, background: str) -> float:
+    """WCAG 2 contrast ratio of two #rrggbb colours."""
+    def luminance(colour: str) -> float:
+        channels = [int(colour[i:i + 2], 16) / 255 for i in (1, 3, 5)]
+        linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+        return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+    high, low = sorted((luminance(foreground), luminance(background)), reverse=True)
+    return (high + 0.05) / (low + 0.05)
+
+
+def _queue_row(page: str, name: str) -> str:
+    return re.search(rf'<tr class="(ops-[a-z]+)" id="ops-queue-{name}">', page).group(1)
+
+
+@pytest.mark.parametrize(("waiting", "level"), [(0, "ok"), (3, "warning"), (6, "critical")])
+def test_a_growing_queue_turns_warning_then_critical(client, enqueue, settings, waiting, level):
+    settings.PLATFORM_OPS_QUEUE_WARNING, settings.PLATFORM_OPS_QUEUE_CRITICAL = 3, 6
+    for photo in range(waiting):
+        enqueue("submissions.tasks.photo_score_with_current_model", photo)
+    client.force_login(UserFactory(is_staff=True))
+
+    page = client.get("/admin/ops/").content.decode()
+
+    assert _queue_row(page, "light") == f"ops-{level}"
+    assert _queue_row(page, "training") == "ops-ok"
+    assert "critical from 6" in page  # the thresholds are written next to the table
+
+
+def test_an_old_pending_follow_up_colours_the_light_queue_by_its_age(client, enqueue, settings, project):
+    from submissions.models import Photo
+    from tests.training.conftest import make_photo
+
+    settings.PLATFORM_FOLLOWUPS_RESUME_AFTER_SECONDS = 120
+    photo = make_photo(project=project, label="ants")
+    client.force_login(UserFactory(is_staff=True))
+    for age, level in ((0, "ok"), (130, "warning"), (1300, "critical")):
+        Photo.objects.filter(pk=photo.pk).update(followups_pending=True,
+                                                 updated_at=timezone.now() - dt.timedelta(seconds=age))
+        response = client.get("/admin/ops/")
+        (light,) = [q for q in response.context["broker"]["queues"] if q["name"] == "light"]
+        assert light["depth"] == 0 and light["oldest_seconds"] == pytest.approx(age, abs=5)
+        assert _queue_row(response.content.decode(), "light") == f"ops-{level}"
+
+
+def test_every_state_is_readable_in_both_admin_themes(client, tmp_broker):
+    """At least 4.5:1 (WCAG AA): the "ok" state was the admin's light green (#dfd) on white."""
+    client.force_login(UserFactory(is_staff=True))
+    page = client.get("/admin/ops/").content.decode()
+    style = re.search(r"<style>(.*?)</style>", page, re.S).group(1)
+
+    light, *dark = re.findall(r"--ops-ok-fg: (#[0-9a-f]{6})", style)
+    assert _contrast(light, "#ffffff") >= 4.5  # the admin's --body-bg, light theme
+    assert dark and all(_contrast(colour, "#121212") >= 4.5 for colour in dark)  # dark theme
+    for state in ("warning", "critical"):
+        rule = re.search(rf"tr\.ops-{state} td \{{ color: (#[0-9a-f]{{6}}); background: (#[0-9a-f]{{6}});", style)
+        assert _contrast(*rule.groups()) >= 4.5, state
+    assert _contrast("#ba2121", "#ffffff") >= 4.5 and "color: var(--error-fg)" in style  # "bad" keeps the admin's
+    assert '<span class="good">ok</span>' in page  # readiness and queue states are written, not only coloured

@@ -166,10 +166,56 @@ def _metadata_set(proto, *, preprocessing: Preprocessing, labels, metadata) -> N
         proto.metadata_props.add(key=key, value=str(value))
 
 
+def onnx_unused_remove(graph) -> int:
+    """Remove what ``graph`` computes or stores but never uses; the number of entries removed.
+
+    Nodes whose outputs nothing reads (repeated: their inputs may become unused), then
+    initializers no node reads (and their graph-input entries, as older exporters list them),
+    then shape annotations of names that no longer exist. onnxruntime warns about every
+    unused initializer on each load (e.g. the scale and zero point of a quantize pair that
+    ``quantize_static`` put after the softmax and the int8 step took out); an app developer
+    should not see warnings on a file the platform calls verified. The graph's outputs and
+    its real inputs stay as they are.
+    """
+    outputs = {output.name for output in graph.output}
+    removed = 0
+    while True:
+        read = outputs | _names_read(graph.node)
+        dead = [node for node in graph.node if not any(name in read for name in node.output if name)]
+        if not dead:
+            break
+        for node in dead:
+            graph.node.remove(node)
+        removed += len(dead)
+    unused = [init for init in graph.initializer if init.name not in read]
+    unused_names = {init.name for init in unused}
+    for init in unused:
+        graph.initializer.remove(init)
+    for entry in [i for i in graph.input if i.name in unused_names]:
+        graph.input.remove(entry)
+    known = read | {name for node in graph.node for name in node.output}
+    for info in [v for v in graph.value_info if v.name not in known]:
+        graph.value_info.remove(info)
+    return removed + len(unused)
+
+
+def _names_read(nodes) -> set[str]:
+    """Every tensor name the nodes read, including from inside their subgraphs (If, Loop, Scan)."""
+    names = set()
+    for node in nodes:
+        names.update(name for name in node.input if name)
+        for attribute in node.attribute:
+            subgraphs = ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs)
+            for subgraph in subgraphs:
+                names |= _names_read(subgraph.node)
+    return names
+
+
 def _save_single_file(proto, path: Path) -> Path:
-    """Save ``proto`` with every weight inside, atomically."""
+    """Save ``proto`` with every weight inside, atomically, without what its graph does not use."""
     import onnx
 
+    onnx_unused_remove(proto.graph)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     os.close(fd)
