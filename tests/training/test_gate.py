@@ -131,6 +131,9 @@ def test_train_now_prints_the_decision_and_the_gate_outcome(colour_photos, fake_
     call_command("train_now", project=colour_photos.slug, stdout=out, stderr=io.StringIO())
     text = out.getvalue()
     assert '"strategy": "linear_probe"' in text and "Gate: passed" in text and "Published version 2" in text
+    # Every figure printed carries its n and its 95% interval.
+    assert "Holdout accuracy 1.000 (95% CI " in text and "recall of bees: 1.000 (95% CI " in text
+    assert f"n={run_holdout_count(colour_photos)})" in text
 
     fake_pipeline.predict = lambda sample: 0
     photos_in_both_splits(colour_photos, label="bees", each=6)
@@ -138,6 +141,12 @@ def test_train_now_prints_the_decision_and_the_gate_outcome(colour_photos, fake_
     with pytest.raises(CommandError, match="refused"):
         call_command("train_now", project=colour_photos.slug, stdout=out, stderr=io.StringIO())
     assert "Gate: refused" in out.getvalue() and '"champion"' in out.getvalue()
+
+
+def run_holdout_count(project) -> int:
+    from training.models import TrainingRun as Run
+
+    return Run.objects.filter(project=project).order_by("-pk").first().metrics["count"]
 
 
 def test_an_unreadable_release_skips_the_gate_with_the_reason(colour_photos):
