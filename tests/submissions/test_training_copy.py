@@ -56,7 +56,7 @@ def test_a_small_greyscale_png_round_trips_without_loss():
 
 
 def test_a_small_jpeg_is_kept_as_png_of_its_decoded_pixels():
-    source = _encode(_photo((300, 200)), "JPEG", quality=80)
+    source = _encode(_photo((240, 160)), "JPEG", quality=80)
     stored = _sanitize(source)
     decoded = np.asarray(Image.open(io.BytesIO(source)).convert("RGB"))
     assert stored.content_extension == ".png"
@@ -96,6 +96,11 @@ def test_lossless_sources_keep_their_pixels_and_lossy_ones_get_the_jpeg(fmt, kwa
     assert stored.content_extension == extension
     if extension == ".png":
         assert np.array_equal(np.asarray(Image.open(io.BytesIO(stored.content))), np.asarray(photo))
+
+
+def test_a_photo_larger_than_the_models_input_gets_the_jpeg():
+    stored = _sanitize(_encode(_photo((400, 300)), "JPEG", quality=90))
+    assert stored.content_extension == ".jpg"
 
 
 def test_a_lossless_source_larger_than_the_stored_size_is_resized_into_a_jpeg():
