@@ -29,6 +29,7 @@ from mobile_api import rollout, selectors
 from mobile_api.deltas import deltas_by_artifact
 from mobile_api.models import Channel
 from training.models import ModelArtifact, ModelVersion
+from training.ml.card import card_withheld
 from training.release_notes import accuracy_interval
 
 logger = logging.getLogger(__name__)
@@ -138,6 +139,8 @@ def version_manifest(*, version: ModelVersion, absolute: Callable[[str], str], d
         "labels": version.labels,
         "input": primary["input"] if primary else version.preprocessing,
         "metrics": _holdout_metrics(version),
+        # Files measured but not offered, and why (e.g. too few photos to vouch for an int8 file).
+        "withheld": card_withheld(version.model_card or {}),
         "artifacts": entries,
     }
 
@@ -318,6 +321,7 @@ class Answer:
             answer.update(
                 reason=None,
                 artifacts=artifacts,
+                withheld=[w for w in manifest.get("withheld", []) if w["format"] in order],
                 rollout={"bucket": bucket, "percent": release["rollout_percent"], "release_state": release["state"]},
             )
         return answer

@@ -259,8 +259,9 @@ def _number(value, pattern: str = "{:.3f}", scale: float = 1.0) -> str:
 
 
 _CARD_COLUMNS = (
-    "variant", "format", "precision", "status", "recommended", "size MB", "size ratio", "accuracy",
-    "loss (points)", "agreement", "max prob diff", "latency ms", "latency ratio", "peak MB", "reason",
+    "variant", "format", "precision", "status", "recommended", "size MB", "size ratio", "accuracy (n)",
+    "loss (points)", "agreement (holdout)", "disagree / photos (holdout + views)", "upper 95%", "log-loss +",
+    "max prob diff", "mean KL", "latency ms", "latency ratio", "peak MB", "reason",
 )
 
 
@@ -272,8 +273,12 @@ def card_html(card: dict, *, chart_url: str, json_url: str) -> str:
             row.get("variant", ""), row.get("format", ""), row.get("precision", ""), row.get("status", ""),
             "\u2605" if row.get("recommended") else "",
             _number(row.get("size"), "{:.2f}", 1e-6), _number(row.get("size_ratio"), "{:.2f}"),
-            _number(row.get("accuracy")), _number(row.get("accuracy_loss"), "{:.2f}", 100.0),
-            _number(row.get("top1_agreement")), _number(row.get("max_prob_diff"), "{:.4f}"),
+            _number(row.get("accuracy")) + (f" (n={row['accuracy_n']})" if row.get("accuracy_n") else ""),
+            _number(row.get("accuracy_loss"), "{:.2f}", 100.0),
+            _number(row.get("top1_agreement")), _fidelity_counts(row.get("fidelity")),
+            _number((row.get("fidelity") or {}).get("upper95"), "{:.2%}"),
+            _number(row.get("log_loss_increase"), "{:+.4f}"), _number(row.get("max_prob_diff"), "{:.4f}"),
+            _number((row.get("fidelity") or {}).get("mean_kl"), "{:.5f}"),
             _number(row.get("latency_ms"), "{:.1f}"), _number(row.get("latency_ratio"), "{:.2f}"),
             _number(row.get("peak_memory_mb"), "{:.0f}"), row.get("reason", ""),
         )
@@ -283,14 +288,28 @@ def card_html(card: dict, *, chart_url: str, json_url: str) -> str:
     body = format_html_join("", "<tr>" + cells + "</tr>", rows)
     head = format_html_join("", "<th>{}</th>", ((name,) for name in _CARD_COLUMNS))
     return format_html(
-        "<p>Float model: holdout accuracy {}, latency {} ms ({} thread(s)); allowed loss {} points, "
-        "minimum agreement {}; published: {}. <a href=\"{}\">card.json</a></p>"
+        "<p>Float model: holdout accuracy {} {}, latency {} ms ({} thread(s)); allowed loss {} points, "
+        "minimum agreement {}, disagreement at most {} (upper 95% bound); published: {}. "
+        "<a href=\"{}\">card.json</a></p>"
         "<table><thead><tr>{}</tr></thead><tbody>{}</tbody></table>"
         '<p><img src="{}" alt="size and latency against holdout accuracy" style="max-width: 100%"></p>',
-        _number(float_model.get("accuracy")), _number(float_model.get("latency_ms"), "{:.1f}"),
+        _number(float_model.get("accuracy")), _interval_text(float_model.get("accuracy_ci95"), card.get("holdout_count")),
+        _number(float_model.get("latency_ms"), "{:.1f}"),
         float_model.get("threads", "-"), _number(policy.get("max_accuracy_loss"), "{:.2f}", 100.0),
-        policy.get("min_agreement", "-"), "yes" if card.get("published") else "no", json_url,
+        policy.get("min_agreement", "-"), _number(policy.get("max_disagreement"), "{:.1%}"),
+        "yes" if card.get("published") else "no", json_url,
         head, body, chart_url,
+    )
+
+
+def _fidelity_counts(fidelity: dict | None) -> str:
+    """"0 / 61 (0 / 25 + 0 / 36)": disagreements with the float model and the photos they rest on."""
+    if not fidelity or not fidelity.get("n"):
+        return "-"
+    holdout, views = fidelity.get("holdout") or {}, fidelity.get("views") or {}
+    return (
+        f"{fidelity['disagreements']} / {fidelity['n']} ({holdout.get('disagreements', 0)} / {holdout.get('n', 0)}"
+        f" + {views.get('disagreements', 0)} / {views.get('n', 0)})"
     )
 
 

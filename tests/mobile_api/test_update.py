@@ -50,6 +50,7 @@ def test_the_manifest_has_everything_an_app_needs(app_api, released, settings):
     assert body["metrics"] == {
         "holdout_accuracy": 0.95, "holdout_count": 40, "holdout_accuracy_ci95": [0.835, 0.9862]
     }
+    assert body["withheld"] == []  # every measured file was offered (the card names the others and why)
     assert body["download"] == {"wifi_only": False, "charging_only": False, "max_cellular_bytes": 20971520}
     assert body["poll_interval_seconds"] == 21600
     bucket = rollout.bucket_of(salt="ants-bees/stable", install_id="install-0001")
