@@ -87,10 +87,10 @@ def compressed(tmp_path_factory):
         model=model, float_onnx=_float_onnx(model, tmp_path), labels=LABELS, preprocessing=PRE,
         train=[s for s in samples if s.split == "train"], holdout=[s for s in samples if s.split == "holdout"],
         out_dir=tmp_path / "out",
-        # Four views of each of the 68 photos plus the 20 holdout photos: 292 witnesses, enough
-        # to show < 1% disagreement when none disagree (268 needed).
+        # One view of each of the 68 photos plus the 20 holdout photos: 88 witnesses, enough to
+        # show < 5% disagreement when none disagree (< 1% would need 268: see the test below).
         config=CompressionConfig(distill_min_train_photos=10, distill_input_size=32, prune_macs_ratio=0.6,
-                                 calibration_photos=16, fine_tune_epochs=2, latency_runs=5, fidelity_views=4),
+                                 calibration_photos=16, fine_tune_epochs=2, latency_runs=5, max_disagreement=0.05),
         progress=lambda stage, fraction: stages.append(stage),
     )
     return result, model, stages
@@ -110,7 +110,7 @@ def test_every_variant_and_format_is_built_measured_and_offered_within_the_loss(
         assert row["top1_agreement"] >= 0.95
         # Each figure says what it rests on: the holdout for accuracy; holdout + views for fidelity.
         assert row["accuracy_n"] == 20 and row["fidelity"]["holdout"]["n"] == 20
-        assert row["fidelity"]["views"]["n"] == 4 * 68 and row["fidelity"]["n"] == 292
+        assert row["fidelity"]["views"]["n"] == 68 and row["fidelity"]["n"] == 88
         assert row["log_loss_increase"] <= 0.05 and row["fidelity"]["mean_kl"] >= 0
     # Shrinking really shrinks: fp16 halves the weights (this tiny model's graph and metadata are
     # a tenth of its file, hence 0.65 rather than 0.5), int8 quarters them, students are smaller.
