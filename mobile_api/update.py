@@ -29,6 +29,8 @@ from mobile_api import rollout, selectors
 from mobile_api.deltas import deltas_by_artifact
 from mobile_api.models import Channel
 from training.models import ModelArtifact, ModelVersion
+from training.ml.card import card_withheld
+from training.release_notes import accuracy_interval
 
 logger = logging.getLogger(__name__)
 
@@ -136,9 +138,17 @@ def version_manifest(*, version: ModelVersion, absolute: Callable[[str], str], d
         "created_at": version.created_at.isoformat(),
         "labels": version.labels,
         "input": primary["input"] if primary else version.preprocessing,
-        "metrics": {"holdout_accuracy": (version.metrics or {}).get("accuracy")},
+        "metrics": _holdout_metrics(version),
+        # Files measured but not offered, and why (e.g. too few photos to vouch for an int8 file).
+        "withheld": card_withheld(version.model_card or {}),
         "artifacts": entries,
     }
+
+
+def _holdout_metrics(version: ModelVersion) -> dict:
+    """``holdout_accuracy`` (unchanged meaning) with the photos it rests on and its 95% interval."""
+    accuracy, count, interval = accuracy_interval(version.metrics)
+    return {"holdout_accuracy": accuracy, "holdout_count": count, "holdout_accuracy_ci95": interval}
 
 
 def _primary(entries: list[dict]) -> dict | None:
@@ -315,6 +325,7 @@ class Answer:
             answer.update(
                 reason=None,
                 artifacts=artifacts,
+                withheld=[w for w in manifest.get("withheld", []) if w["format"] in order],
                 rollout={"bucket": bucket, "percent": release["rollout_percent"], "release_state": release["state"]},
             )
         return answer

@@ -7,6 +7,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
 from training.models import DatasetSnapshot, ModelArtifact, ModelVersion, TrainingPolicy, TrainingRun
+from training.release_notes import accuracy_interval
 from training.services import training_run_cancel_request
 
 
@@ -18,19 +19,64 @@ class TrainingRunAdmin(admin.ModelAdmin):
     ]
     list_filter = ["project", "status", "trigger"]
     actions = ["cancel_runs"]
-    _shown = ["progress_percent", "decision_record", "gate_result", "pictures", "card_section"]
+    _shown = [
+        "outcome", "progress_percent", "candidates_table", "decision_record", "gate_result", "pictures",
+        "card_section",
+    ]
     readonly_fields = _shown + [field.name for field in TrainingRun._meta.fields]
+    # The outcome and the pictures lead; the records they come from are folded away below.
     fieldsets = [
-        (None, {"fields": ["project", "night", "trigger", "status", "stage", "progress_percent", "message",
-                           "cancel_requested", "requested_by", "worker", "started_at", "heartbeat_at",
-                           "finished_at", "snapshot"]}),
-        ("Decision", {"fields": ["decision_record"]}),
+        ("Outcome", {"fields": ["outcome"]}),
+        ("Candidates, holdout and training curve", {"fields": ["candidates_table", "pictures"]}),
         ("Champion / challenger gate", {"fields": ["gate_result"]}),
-        ("Holdout and training curve", {"fields": ["pictures"]}),
         ("Model card", {"fields": ["card_section"]}),
+        ("Decision record", {"fields": ["decision_record"]}),
+        ("Run", {"classes": ["collapse"],
+                 "fields": ["project", "night", "trigger", "status", "stage", "progress_percent", "message",
+                            "cancel_requested", "requested_by", "worker", "started_at", "heartbeat_at",
+                            "finished_at", "snapshot"]}),
         ("Raw records", {"classes": ["collapse"],
                          "fields": ["decision", "gate", "config", "metrics", "history", "model_card"]}),
     ]
+
+    @admin.display(description="Outcome")
+    def outcome(self, run: TrainingRun) -> str:
+        """Status and message, the holdout accuracy with its n and interval, the gate in one line."""
+        accuracy, count, interval = accuracy_interval(run.metrics)
+        figure = (
+            format_html("holdout accuracy <b>{}</b> {}", f"{accuracy:.3f}", _interval_text(interval, count))
+            if accuracy is not None else "no holdout accuracy"
+        )
+        gate = run.gate or {}
+        return format_html(
+            '<p style="font-size: 1.2em"><b>{}</b>: {}</p><p>{}; strategy {}; gate {}</p>',
+            run.get_status_display(), run.message or "-", figure,
+            (run.decision or {}).get("strategy") or "-", gate.get("outcome") or "-",
+        )
+
+    @admin.display(description="Candidates")
+    def candidates_table(self, run: TrainingRun) -> str:
+        """Every strategy the run tried (decision record's ``candidates``) with its interval and cost."""
+        candidates = (run.decision or {}).get("candidates") or []
+        if not candidates:
+            return "-"
+        chosen = (run.decision or {}).get("strategy")
+        rows = (
+            (
+                c.get("strategy", ""), "\u2605" if c.get("strategy") == chosen else "",
+                _number(c.get("cv_accuracy")), _interval_text(c.get("ci95"), c.get("n")),
+                _number(c.get("seconds"), "{:.1f}"), c.get("skipped_reason") or "",
+            )
+            for c in candidates
+        )
+        body = format_html_join("", "<tr>" + "<td>{}</td>" * 6 + "</tr>", rows)
+        return format_html(
+            "<table><thead><tr><th>strategy</th><th>shipped</th><th>cross-validated accuracy</th>"
+            "<th>95% interval</th><th>seconds</th><th>skipped because</th></tr></thead><tbody>{}</tbody></table>"
+            '<p><img src="{}" alt="cross-validated accuracy of every candidate with its 95% interval" '
+            'style="width: 720px; max-width: 100%"></p>',
+            body, reverse("admin:training_trainingrun_candidates", args=[run.pk]),
+        )
 
     @admin.display(description="Progress")
     def progress_percent(self, run: TrainingRun) -> str:
@@ -44,7 +90,10 @@ class TrainingRunAdmin(admin.ModelAdmin):
     def decision_record(self, run: TrainingRun) -> str:
         if not run.decision:
             return "-"
-        return format_html("<pre>{}</pre>", json.dumps(run.decision, indent=2, sort_keys=True))
+        return format_html(
+            "<p>{}</p><details><summary>The decision record (JSON)</summary><pre>{}</pre></details>",
+            run.decision.get("reason") or "", json.dumps(run.decision, indent=2, sort_keys=True),
+        )
 
     @admin.display(description="Gate result")
     def gate_result(self, run: TrainingRun) -> str:
@@ -52,18 +101,24 @@ class TrainingRunAdmin(admin.ModelAdmin):
         if not gate:
             return "-"
         champion, candidate = gate.get("champion") or {}, gate.get("candidate") or {}
-        rows = [("accuracy", _score(champion.get("accuracy")), _score(candidate.get("accuracy")))]
+        paired = gate.get("paired") or {}
+        rows = [(
+            "accuracy", _scored(champion, "accuracy", None), _scored(candidate, "accuracy", None),
+            _paired_text(paired.get("overall")),
+        )]
         for label in (gate.get("compared") or {}).get("labels", []):
-            rows.append(
-                (f"recall {label}", _score((champion.get("recall") or {}).get(label)),
-                 _score((candidate.get("recall") or {}).get(label)))
-            )
-        table = format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td></tr>", rows) if candidate else ""
+            rows.append((
+                f"recall {label}", _scored(champion, "recall", label), _scored(candidate, "recall", label),
+                _paired_text((paired.get("per_label") or {}).get(label)),
+            ))
+        table = format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", rows) if candidate else ""
         return format_html(
-            "<p><b>{}</b>: {}</p><table><tr><th></th><th>release v{}</th><th>candidate</th></tr>{}</table>"
-            "<p>Tolerance: overall {}, per label {}</p>",
+            "<p><b>{}</b>: {}</p><table><tr><th></th><th>release v{}</th><th>candidate</th>"
+            "<th>candidate minus release, paired (95% CI; photos only one got right; exact p)</th></tr>{}</table>"
+            "<p>Tolerance: overall {}, per label {}. {}</p>",
             gate.get("outcome", ""), gate.get("reason", ""), champion.get("version", "-"), table,
             (gate.get("tolerance") or {}).get("overall", "-"), (gate.get("tolerance") or {}).get("per_label", "-"),
+            gate.get("rule", ""),
         )
 
     @admin.display(description="Pictures")
@@ -75,7 +130,10 @@ class TrainingRunAdmin(admin.ModelAdmin):
             images.append(reverse("admin:training_trainingrun_confusion", args=[run.pk]))
         if run.history:
             images.append(reverse("admin:training_trainingrun_curve", args=[run.pk]))
-        return format_html_join(" ", '<img src="{}" alt="" style="max-width: 45%">', ((url,) for url in images))
+        # Readable: each picture at its drawn width (900 px), one under the other.
+        return format_html_join(
+            "", '<p><img src="{}" alt="" style="width: 900px; max-width: 100%"></p>', ((url,) for url in images)
+        )
 
     @admin.display(description="Model card")
     def card_section(self, run: TrainingRun) -> str:
@@ -104,7 +162,19 @@ class TrainingRunAdmin(admin.ModelAdmin):
             path("<int:run_id>/curve.png", view(self.curve_view), name="training_trainingrun_curve"),
             path("<int:run_id>/card.png", view(self.card_chart_view), name="training_trainingrun_card_chart"),
             path("<int:run_id>/card.json", view(self.card_json_view), name="training_trainingrun_card_json"),
+            path("<int:run_id>/candidates.png", view(self.candidates_view), name="training_trainingrun_candidates"),
         ] + super().get_urls()
+
+    def candidates_view(self, request, run_id: int) -> HttpResponse:
+        """Cross-validated accuracy of every candidate with its 95% interval, drawn from the decision."""
+        from training.charts import candidates_png
+
+        run = self._run_for(request, run_id)
+        candidates = (run.decision or {}).get("candidates")
+        if not candidates:
+            raise Http404("This run compared no candidates.")
+        png = candidates_png(candidates=candidates, chosen=run.decision.get("strategy"), title=f"Run {run.pk} candidates")
+        return HttpResponse(png, content_type="image/png")
 
     def card_chart_view(self, request, run_id: int) -> HttpResponse:
         """Size and latency against accuracy of every file the run measured."""
@@ -143,12 +213,45 @@ class TrainingRunAdmin(admin.ModelAdmin):
             raise Http404("No such run.")
         return run
 
+    # A run is a record: shown, never added, edited or deleted (the cancel action stays).
     def has_add_permission(self, request):
         return False
 
+    def has_change_permission(self, request, obj=None):
+        return False
 
-def _score(value) -> str:
-    return "-" if value is None else f"{value:.3f}"
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+def _interval_text(ci95, n) -> str:
+    """"(95% CI 0.81-0.95, n=61)"; what is unknown is left out."""
+    parts = []
+    if ci95:
+        parts.append(f"95% CI {ci95[0]:.3f}-{ci95[1]:.3f}")
+    if n is not None:
+        parts.append(f"n={n}")
+    return f"({', '.join(parts)})" if parts else ""
+
+
+def _scored(scores: dict, key: str, label: str | None) -> str:
+    """A gate score with its interval and n (older records without them: the bare number)."""
+    if label is None:
+        value, ci95, n = scores.get("accuracy"), scores.get("accuracy_ci95"), scores.get("count")
+    else:
+        value = (scores.get(key) or {}).get(label)
+        ci95, n = (scores.get("recall_ci95") or {}).get(label), (scores.get("support") or {}).get(label)
+    return "-" if value is None else f"{value:.3f} {_interval_text(ci95, n)}".strip()
+
+
+def _paired_text(compared: dict | None) -> str:
+    if not compared:
+        return "-"
+    low, high = compared["ci95"]
+    return (
+        f"{compared['difference']:+.3f} ({low:+.3f} to {high:+.3f}); candidate {compared['a_only']}, "
+        f"release {compared['b_only']} of {compared['n']}; p={compared['p_value']:.3g}"
+    )
 
 
 def _number(value, pattern: str = "{:.3f}", scale: float = 1.0) -> str:
@@ -156,8 +259,9 @@ def _number(value, pattern: str = "{:.3f}", scale: float = 1.0) -> str:
 
 
 _CARD_COLUMNS = (
-    "variant", "format", "precision", "status", "recommended", "size MB", "size ratio", "accuracy",
-    "loss (points)", "agreement", "max prob diff", "latency ms", "latency ratio", "peak MB", "reason",
+    "variant", "format", "precision", "status", "recommended", "size MB", "size ratio", "accuracy (n)",
+    "loss (points)", "agreement (holdout)", "disagree / photos (holdout + views)", "upper 95%", "log-loss +",
+    "max prob diff", "mean KL", "latency ms", "latency ratio", "peak MB", "reason",
 )
 
 
@@ -169,8 +273,12 @@ def card_html(card: dict, *, chart_url: str, json_url: str) -> str:
             row.get("variant", ""), row.get("format", ""), row.get("precision", ""), row.get("status", ""),
             "\u2605" if row.get("recommended") else "",
             _number(row.get("size"), "{:.2f}", 1e-6), _number(row.get("size_ratio"), "{:.2f}"),
-            _number(row.get("accuracy")), _number(row.get("accuracy_loss"), "{:.2f}", 100.0),
-            _number(row.get("top1_agreement")), _number(row.get("max_prob_diff"), "{:.4f}"),
+            _number(row.get("accuracy")) + (f" (n={row['accuracy_n']})" if row.get("accuracy_n") else ""),
+            _number(row.get("accuracy_loss"), "{:.2f}", 100.0),
+            _number(row.get("top1_agreement")), _fidelity_counts(row.get("fidelity")),
+            _number((row.get("fidelity") or {}).get("upper95"), "{:.2%}"),
+            _number(row.get("log_loss_increase"), "{:+.4f}"), _number(row.get("max_prob_diff"), "{:.4f}"),
+            _number((row.get("fidelity") or {}).get("mean_kl"), "{:.5f}"),
             _number(row.get("latency_ms"), "{:.1f}"), _number(row.get("latency_ratio"), "{:.2f}"),
             _number(row.get("peak_memory_mb"), "{:.0f}"), row.get("reason", ""),
         )
@@ -180,14 +288,28 @@ def card_html(card: dict, *, chart_url: str, json_url: str) -> str:
     body = format_html_join("", "<tr>" + cells + "</tr>", rows)
     head = format_html_join("", "<th>{}</th>", ((name,) for name in _CARD_COLUMNS))
     return format_html(
-        "<p>Float model: holdout accuracy {}, latency {} ms ({} thread(s)); allowed loss {} points, "
-        "minimum agreement {}; published: {}. <a href=\"{}\">card.json</a></p>"
+        "<p>Float model: holdout accuracy {} {}, latency {} ms ({} thread(s)); allowed loss {} points, "
+        "minimum agreement {}, disagreement at most {} (upper 95% bound); published: {}. "
+        "<a href=\"{}\">card.json</a></p>"
         "<table><thead><tr>{}</tr></thead><tbody>{}</tbody></table>"
         '<p><img src="{}" alt="size and latency against holdout accuracy" style="max-width: 100%"></p>',
-        _number(float_model.get("accuracy")), _number(float_model.get("latency_ms"), "{:.1f}"),
+        _number(float_model.get("accuracy")), _interval_text(float_model.get("accuracy_ci95"), card.get("holdout_count")),
+        _number(float_model.get("latency_ms"), "{:.1f}"),
         float_model.get("threads", "-"), _number(policy.get("max_accuracy_loss"), "{:.2f}", 100.0),
-        policy.get("min_agreement", "-"), "yes" if card.get("published") else "no", json_url,
+        policy.get("min_agreement", "-"), _number(policy.get("max_disagreement"), "{:.1%}"),
+        "yes" if card.get("published") else "no", json_url,
         head, body, chart_url,
+    )
+
+
+def _fidelity_counts(fidelity: dict | None) -> str:
+    """"0 / 61 (0 / 25 + 0 / 36)": disagreements with the float model and the photos they rest on."""
+    if not fidelity or not fidelity.get("n"):
+        return "-"
+    holdout, views = fidelity.get("holdout") or {}, fidelity.get("views") or {}
+    return (
+        f"{fidelity['disagreements']} / {fidelity['n']} ({holdout.get('disagreements', 0)} / {holdout.get('n', 0)}"
+        f" + {views.get('disagreements', 0)} / {views.get('n', 0)})"
     )
 
 
@@ -284,7 +406,8 @@ class ModelVersionAdmin(admin.ModelAdmin):
 
     @admin.display(description="Holdout accuracy")
     def accuracy(self, version: ModelVersion) -> str:
-        return f"{version.metrics.get('accuracy', 0):.3f}"
+        value, count, interval = accuracy_interval(version.metrics)
+        return "-" if value is None else f"{value:.3f} {_interval_text(interval, count)}".strip()
 
     def has_add_permission(self, request):
         return False

@@ -30,6 +30,44 @@ def curve_png(*, history: Sequence[dict], best_epoch: int | None = None, title: 
         return _curve_pillow(history=history)
 
 
+def candidates_png(*, candidates: Sequence[dict], chosen: str | None = None, title: str | None = None) -> bytes:
+    """Cross-validated accuracy of each candidate strategy with its 95% interval, as PNG bytes.
+
+    ``candidates`` are the decision record's entries ({strategy, cv_accuracy, ci95, seconds,
+    skipped_reason}); skipped ones are listed with their reason instead of a point.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(9, 0.6 * len(candidates) + 1.4), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots()
+    names = []
+    for y, row in enumerate(candidates):
+        name = str(row.get("strategy", "?"))
+        names.append(f"{name} (shipped)" if name == chosen else name)
+        value, ci95 = row.get("cv_accuracy"), row.get("ci95")
+        if value is None:
+            axes.text(0.01, y, f"skipped: {row.get('skipped_reason') or 'not run'}", va="center", fontsize=9)
+            continue
+        colour = "tab:green" if name == chosen else "tab:blue"
+        if ci95:
+            axes.errorbar([value], [y], xerr=[[value - ci95[0]], [ci95[1] - value]], fmt="o", color=colour, capsize=4)
+        else:
+            axes.plot([value], [y], "o", color=colour)
+        axes.annotate(f"{value:.3f}", (value, y), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=9)
+    axes.set_yticks(range(len(candidates)), names)
+    axes.set_ylim(-0.7, len(candidates) - 0.3)
+    axes.invert_yaxis()
+    axes.set_xlim(0, 1.02)
+    axes.set_xlabel("cross-validated accuracy on the training photos (95% interval)")
+    axes.grid(axis="x", alpha=0.3)
+    axes.set_title(title or "candidates")
+    out = io.BytesIO()
+    figure.savefig(out, format="png", dpi=100)
+    return out.getvalue()
+
+
 # format -> (colour, marker) of its points in the model card chart
 _CARD_STYLE = {"onnx": ("tab:blue", "o"), "pte": ("tab:orange", "s")}
 

@@ -1,6 +1,6 @@
 """Data portability: export a project's approved data set, import it into another instance.
 
-An export is a folder or a .zip holding ``<label>/<sha256>.jpg`` for every photo of the
+An export is a folder or a .zip holding ``<label>/<sha256>.jpg`` (or ``.png``) for every photo of the
 project's current dataset snapshot (the stored, metadata-free copies, never the original
 uploads) and ``manifest.json``. The manifest names no volunteer. Each photo keeps its public
 id, its exact bytes and its split key on import, so the importing instance builds a snapshot
@@ -164,7 +164,7 @@ def dataset_export_file(*, project: Project) -> BinaryIO:
 def _export_entry(photo: Photo, *, entry: dict, split_key: str) -> dict:
     """One photo's manifest entry: no volunteer, moderator or app key (privacy)."""
     return {
-        "path": f"{entry['label']}/{entry['sha256']}.jpg",
+        "path": f"{entry['label']}/{entry['sha256']}{Path(photo.image.name).suffix or '.jpg'}",
         "photo": entry["photo"],
         "label": entry["label"],
         "sha256": entry["sha256"],

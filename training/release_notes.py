@@ -20,6 +20,7 @@ class LabelChange:
     f1: float | None
     support: int | None
     change: dict[str, float] | None = None
+    recall_ci95: list[float] | None = None  # 95% Wilson interval over ``support`` photos
 
     @property
     def precision_change(self) -> float | None:
@@ -41,6 +42,31 @@ class ReleaseNotes:
     accuracy: float | None
     accuracy_change: float | None
     labels: list[LabelChange] = field(default_factory=list)
+    count: int | None = None  # holdout photos the accuracy rests on
+    accuracy_ci95: list[float] | None = None  # its 95% Wilson interval
+
+
+def accuracy_interval(metrics: dict | None) -> tuple[float | None, int | None, list[float] | None]:
+    """(holdout accuracy, photos it rests on, 95% Wilson interval) of a stored metrics dict."""
+    metrics = metrics or {}
+    count = metrics.get("count") if isinstance(metrics.get("count"), int) else None
+    accuracy = _number(metrics.get("accuracy"))
+    return accuracy, count, _interval(accuracy, count, metrics.get("accuracy_ci95"))
+
+
+def _interval(value: float | None, n: int | None, stored: list | None) -> list[float] | None:
+    """The stored 95% interval of a proportion, or one computed from its value and n.
+
+    Metrics stored before intervals were recorded have the value and n only: the number of
+    successes is value x n.
+    """
+    if stored:
+        return list(stored)
+    if value is None or not n:
+        return None
+    from training.ml.stats import proportion  # scipy: only for versions stored without intervals
+
+    return proportion(round(value * n), n).to_dict()["ci95"]
 
 
 def _number(value) -> float | None:
@@ -71,9 +97,14 @@ def release_notes_build(*, metrics: dict, previous_metrics: dict | None) -> Rele
                 f1=_number(current.get("f1")),
                 support=current.get("support"),
                 change=change,
+                recall_ci95=_interval(
+                    _number(current.get("recall")), current.get("support"), current.get("recall_ci95")
+                ),
             )
         )
-    accuracy = _number(metrics.get("accuracy"))
+    accuracy, count, interval = accuracy_interval(metrics)
     previous_accuracy = _number((previous_metrics or {}).get("accuracy"))
     accuracy_change = accuracy - previous_accuracy if accuracy is not None and previous_accuracy is not None else None
-    return ReleaseNotes(accuracy=accuracy, accuracy_change=accuracy_change, labels=labels)
+    return ReleaseNotes(
+        accuracy=accuracy, accuracy_change=accuracy_change, labels=labels, count=count, accuracy_ci95=interval
+    )

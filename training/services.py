@@ -257,7 +257,10 @@ def training_run_execute(
             _save_progress(run, stage="gate", progress=0.95, force=True)
             if on_progress is not None:
                 on_progress(run)
-            run.gate = training_run_gate(project=project, snapshot=snapshot, candidate=result.onnx_metrics.to_dict())
+            run.gate = training_run_gate(
+                project=project, snapshot=snapshot, candidate=result.onnx_metrics.to_dict(),
+                predicted=_holdout_answers(samples=samples, metrics=result.onnx_metrics),
+            )
             if run.gate["outcome"] == GATE_REFUSED:
                 # Compression takes minutes: a refused model is not worth them.
                 return _finish(run, status=TrainingRun.Status.REFUSED, message=run.gate["reason"])
@@ -284,6 +287,14 @@ def training_run_execute(
     finally:
         if on_progress is not None:
             on_progress(run)
+
+
+def _holdout_answers(*, samples: list, metrics) -> dict[str, str]:
+    """The exported file's answer (label name) per holdout photo, keyed by sha256 (the sample key)."""
+    holdout = [s.key for s in samples if s.split == "holdout"]
+    if len(holdout) != len(metrics.predictions):
+        raise ValueError(f"{len(metrics.predictions)} holdout answers for {len(holdout)} holdout photos")
+    return {key: metrics.labels[index] for key, index in zip(holdout, metrics.predictions)}
 
 
 def _release_of_snapshot(*, project: Project, snapshot: DatasetSnapshot) -> ModelVersion | None:
@@ -321,26 +332,32 @@ GATE_REFUSED = "refused"
 GATE_SKIPPED = "skipped"  # nothing to compare with (first version, no shared labels, unreadable release)
 
 
-def training_run_gate(*, project: Project, snapshot: DatasetSnapshot, candidate: dict) -> dict:
+def training_run_gate(*, project: Project, snapshot: DatasetSnapshot, candidate: dict, predicted: dict[str, str]) -> dict:
     """Champion/challenger: score the current release on the candidate's holdout photos and compare.
 
-    ``candidate`` is the candidate file's holdout metrics (``ClassificationMetrics.to_dict()``:
-    labels and confusion, rows = true label). The current release is the project's newest
-    ModelVersion, run from its stored ONNX file with onnxruntime on the same holdout photos
-    of ``snapshot``. Refused when the candidate's accuracy is lower by more than
-    PLATFORM_GATE_TOLERANCE_OVERALL, or any label's recall lower by more than
-    PLATFORM_GATE_TOLERANCE_PER_LABEL.
+    ``candidate`` is the candidate file's holdout metrics (``ClassificationMetrics.to_dict()``,
+    for its labels); ``predicted`` is its answer (label name) per holdout photo, keyed by the
+    photo's sha256 in the snapshot. The current release is the project's newest ModelVersion,
+    run from its stored ONNX file with onnxruntime on the same holdout photos of ``snapshot``.
+    The two are compared photo by photo (``training.ml.gate``: exact McNemar test on the photos
+    where they disagree, Newcombe's interval for the difference), overall and per label; the
+    candidate is refused only when it is worse beyond the noise and beyond
+    PLATFORM_GATE_TOLERANCE_OVERALL (accuracy) or PLATFORM_GATE_TOLERANCE_PER_LABEL (recall).
 
     When the two models know different labels, both are compared on the holdout photos whose
     true label both know (the release's predictions of a label the candidate lacks count as
     wrong); labels only the candidate knows are listed and not gated. With no shared label in
     the holdout, or a release that cannot be read, the gate is skipped with the reason recorded.
     """
+    from training.ml.gate import GATE_RULE, gate_compare
+
     tolerance = {
         "overall": float(settings.PLATFORM_GATE_TOLERANCE_OVERALL),
         "per_label": float(settings.PLATFORM_GATE_TOLERANCE_PER_LABEL),
     }
-    record: dict = {"tolerance": tolerance, "metric": {"overall": "accuracy", "per_label": "recall"}}
+    record: dict = {
+        "tolerance": tolerance, "metric": {"overall": "accuracy", "per_label": "recall"}, "rule": GATE_RULE,
+    }
     champion = (
         ModelVersion.objects.filter(project=project).prefetch_related("artifacts").order_by("-version").first()
     )
@@ -371,7 +388,7 @@ def training_run_gate(*, project: Project, snapshot: DatasetSnapshot, candidate:
         }
 
     try:
-        predicted = _champion_predict(version=champion, artifact=artifact, entries=holdout)
+        released = _champion_predict(version=champion, artifact=artifact, entries=holdout)
     except Exception as exc:  # a broken release must not block every future one
         logger.warning("gate: version %s cannot be scored: %s", champion.version, exc)
         return {
@@ -379,32 +396,27 @@ def training_run_gate(*, project: Project, snapshot: DatasetSnapshot, candidate:
             "outcome": GATE_SKIPPED,
             "reason": f"The release (v{champion.version}) could not be scored: {type(exc).__name__}: {exc}",
         }
-    champion_scores = _scores_from_predictions(truth=[e["label"] for e in holdout], predicted=predicted, labels=shared)
-    candidate_scores = _scores_from_confusion(confusion=candidate["confusion"], labels=candidate_labels, keep=shared)
-    record["champion"].update(champion_scores)
-    record["candidate"] = candidate_scores
-
-    failures = []
-    if candidate_scores["accuracy"] < champion_scores["accuracy"] - tolerance["overall"]:
-        failures.append(
-            f"accuracy {candidate_scores['accuracy']:.3f} < release {champion_scores['accuracy']:.3f}"
-            f" - {tolerance['overall']:g}"
-        )
-    for label in shared:
-        ours, theirs = candidate_scores["recall"].get(label), champion_scores["recall"].get(label)
-        if ours is None or theirs is None:  # no holdout photo of this label
-            continue
-        if ours < theirs - tolerance["per_label"]:
-            failures.append(f"recall of {label} {ours:.3f} < release {theirs:.3f} - {tolerance['per_label']:g}")
+    truth = [e["label"] for e in holdout]
+    ours = [predicted[e["sha256"]] for e in holdout]
+    record["champion"].update(_scores_from_predictions(truth=truth, predicted=released, labels=shared))
+    record["candidate"] = _scores_from_predictions(truth=truth, predicted=ours, labels=shared)
+    paired = gate_compare(
+        truth=truth, candidate=ours, release=released, labels=shared,
+        tolerance_overall=tolerance["overall"], tolerance_per_label=tolerance["per_label"],
+    )
+    failures = paired.pop("failures")
+    record["paired"] = paired
     record["failures"] = failures
     if failures:
         record["outcome"] = GATE_REFUSED
         record["reason"] = f"Worse than the current release (v{champion.version}): " + "; ".join(failures) + "."
     else:
+        overall = paired["overall"]
         record["outcome"] = GATE_PASSED
         record["reason"] = (
-            f"Not worse than the current release (v{champion.version}) within tolerance "
-            f"on {len(holdout)} holdout photos."
+            f"Not worse than the current release (v{champion.version}) beyond the noise and the tolerance "
+            f"on {len(holdout)} holdout photos (they disagree on {overall['a_only'] + overall['b_only']}: "
+            f"candidate right on {overall['a_only']}, release on {overall['b_only']}; exact p={overall['p_value']:.3g})."
         )
     return record
 
@@ -431,26 +443,22 @@ def _champion_predict(*, version: ModelVersion, artifact: ModelArtifact, entries
 
 
 def _scores_from_predictions(*, truth: list[str], predicted: list[str], labels: list[str]) -> dict:
-    """Accuracy and per-label recall (None without support) from label names."""
-    recall = {}
+    """Accuracy and per-label recall (None without support), each with its n and 95% interval."""
+    from training.ml.stats import proportion
+
+    recall, recall_ci95, support_of = {}, {}, {}
     for label in labels:
         support = [p for t, p in zip(truth, predicted) if t == label]
-        recall[label] = sum(p == label for p in support) / len(support) if support else None
+        hits = sum(p == label for p in support)
+        recall[label] = hits / len(support) if support else None
+        recall_ci95[label] = proportion(hits, len(support)).to_dict()["ci95"] if support else None
+        support_of[label] = len(support)
     correct = sum(t == p for t, p in zip(truth, predicted))
-    return {"accuracy": correct / len(truth) if truth else 0.0, "recall": recall, "count": len(truth)}
-
-
-def _scores_from_confusion(*, confusion: list[list[int]], labels: list[str], keep: list[str]) -> dict:
-    """The same scores from a confusion matrix, counting only rows (true labels) in ``keep``."""
-    recall, correct, total = {}, 0, 0
-    for i, label in enumerate(labels):
-        if label not in keep:
-            continue
-        support = sum(confusion[i])
-        recall[label] = confusion[i][i] / support if support else None
-        correct += confusion[i][i]
-        total += support
-    return {"accuracy": correct / total if total else 0.0, "recall": recall, "count": total}
+    return {
+        "accuracy": correct / len(truth) if truth else 0.0, "correct": correct, "count": len(truth),
+        "accuracy_ci95": proportion(correct, len(truth)).to_dict()["ci95"],
+        "recall": recall, "recall_ci95": recall_ci95, "support": support_of,
+    }
 
 
 def _label_names(labels) -> list[str]:

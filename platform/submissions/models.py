@@ -11,8 +11,13 @@ from common.models import TimeStampedModel
 
 
 def photo_upload_to(instance: "Photo", filename: str) -> str:
-    """Generated storage names only: the client's file name never reaches storage."""
-    return f"photos/{instance.project.slug}/{instance.public_id.hex}.jpg"
+    """Generated storage names only: the client's file name never reaches storage.
+
+    ``filename`` only chooses the extension of the private copy (".png" or ".jpg", from
+    ``SanitizedImage.content_extension``); photos stored before issue 16 are all ".jpg".
+    """
+    extension = ".png" if filename.lower().endswith(".png") else ".jpg"
+    return f"photos/{instance.project.slug}/{instance.public_id.hex}{extension}"
 
 
 def photo_display_to(instance: "Photo", filename: str) -> str:

@@ -172,7 +172,7 @@ def photo_upload(
         photo.split_key = imported.split_key
     names = _storage_save_all(
         [
-            (photo_upload_to(photo, ""), sanitized.content),
+            (photo_upload_to(photo, sanitized.content_extension), sanitized.content),
             (photo_display_to(photo, ""), sanitized.display),
             (photo_thumbnail_to(photo, ""), sanitized.thumbnail),
         ]

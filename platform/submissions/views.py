@@ -83,8 +83,9 @@ def photo_image(request: HttpRequest, photo_id) -> HttpResponse:
     photo = get_object_or_404(Photo, public_id=photo_id)
     if not (request.user.is_staff or photo.volunteer_id == request.user.pk):
         raise Http404("No such photo.")
+    content_type = "image/png" if photo.image.name.endswith(".png") else "image/jpeg"
     return stored_file_response(
-        request, name=photo.image.name, etag=photo.sha256, content_type="image/jpeg",
+        request, name=photo.image.name, etag=photo.sha256, content_type=content_type,
         cache_control=PRIVATE_CACHE_CONTROL,
     )
 

@@ -87,8 +87,10 @@ def compressed(tmp_path_factory):
         model=model, float_onnx=_float_onnx(model, tmp_path), labels=LABELS, preprocessing=PRE,
         train=[s for s in samples if s.split == "train"], holdout=[s for s in samples if s.split == "holdout"],
         out_dir=tmp_path / "out",
+        # One view of each of the 68 photos plus the 20 holdout photos: 88 witnesses, enough to
+        # show < 5% disagreement when none disagree (< 1% would need 268: see the test below).
         config=CompressionConfig(distill_min_train_photos=10, distill_input_size=32, prune_macs_ratio=0.6,
-                                 calibration_photos=16, fine_tune_epochs=2, latency_runs=5),
+                                 calibration_photos=16, fine_tune_epochs=2, latency_runs=5, max_disagreement=0.05),
         progress=lambda stage, fraction: stages.append(stage),
     )
     return result, model, stages
@@ -106,6 +108,10 @@ def test_every_variant_and_format_is_built_measured_and_offered_within_the_loss(
         assert row["accuracy"] == pytest.approx(card["float"]["accuracy"], abs=0.01)
         assert row["latency_ms"] > 0 and row["threads"] == 1 and row["peak_memory_mb"] >= 0
         assert row["top1_agreement"] >= 0.95
+        # Each figure says what it rests on: the holdout for accuracy; holdout + views for fidelity.
+        assert row["accuracy_n"] == 20 and row["fidelity"]["holdout"]["n"] == 20
+        assert row["fidelity"]["views"]["n"] == 68 and row["fidelity"]["n"] == 88
+        assert row["log_loss_increase"] <= 0.05 and row["fidelity"]["mean_kl"] >= 0
     # Shrinking really shrinks: fp16 halves the weights (this tiny model's graph and metadata are
     # a tenth of its file, hence 0.65 rather than 0.5), int8 quarters them, students are smaller.
     assert built[("fp16", "onnx")]["size_ratio"] < 0.65
@@ -200,6 +206,39 @@ def test_the_int8_onnx_file_loads_without_warnings_every_initializer_used(tmp_pa
     assert "not used by any node" not in log.out + log.err
     probabilities = session.run(None, {session.get_inputs()[0].name: samples_arrays(train, PRE)[:2]})[0]
     assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_views_are_deterministic_augmentations_of_every_photo():
+    from training.ml.compress import augmented_views
+
+    samples = _samples(train=2, holdout=1)
+    first, again = augmented_views(samples, per_photo=2, seed=0), augmented_views(samples, per_photo=2, seed=0)
+    assert len(first) == 2 * len(samples) and {v.label for v in first} == {0, 1}
+    pixels = [np.asarray(v.open_image()) for v in first]
+    assert all(np.array_equal(a, np.asarray(b.open_image())) for a, b in zip(pixels, again, strict=True))
+    original = np.asarray(samples[0].open_image())
+    assert not any(p.shape == original.shape and np.array_equal(p, original) for p in pixels)  # really changed
+    other = augmented_views(samples, per_photo=2, seed=1)
+    assert not np.array_equal(pixels[0], np.asarray(other[0].open_image()))
+
+
+def test_a_compressed_file_too_few_photos_vouch_for_stays_unoffered_and_fp32_is_recommended(tmp_path):
+    from training.ml.compress import compression_pipeline
+
+    model = _tiny_model()
+    samples = _samples()
+    result = compression_pipeline(
+        model=model, float_onnx=_float_onnx(model, tmp_path), labels=LABELS, preprocessing=PRE,
+        train=[s for s in samples if s.split == "train"], holdout=[s for s in samples if s.split == "holdout"],
+        out_dir=tmp_path / "out",
+        config=CompressionConfig(variants=("fp32", "int8"), formats=("onnx",), calibration_photos=16,
+                                 latency_runs=5, fidelity_views=0),
+    )
+    rows = {r["variant"]: r for r in result.card["variants"]}
+    assert rows["int8"]["status"] == REJECTED, rows["int8"]
+    assert "20 photos cannot show < 1.0%" in rows["int8"]["reason"] and "need >= 268" in rows["int8"]["reason"]
+    assert result.card["recommended"] == {"onnx": "fp32"} and [a.variant for a in result.artifacts] == ["fp32"]
+    assert "views" in result.card["seconds"]
 
 
 def test_a_broken_file_is_recorded_as_failed_and_never_offered(tmp_path):

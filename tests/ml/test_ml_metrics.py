@@ -81,3 +81,19 @@ def test_metrics_carry_ece_only_with_probabilities():
     assert json.loads(json.dumps(m.to_dict(), allow_nan=False))["ece"] == pytest.approx(m.ece)
     with pytest.raises(ValueError):
         classification_metrics(y_true=Y_TRUE, y_pred=Y_PRED, labels=LABELS, probabilities=probs[:3])
+
+
+def test_every_accuracy_and_recall_carries_its_n_and_a_wilson_interval():
+    from training.ml.stats import proportion
+
+    # 10 photos of a (9 right), 2 of b (1 right).
+    truth = [0] * 10 + [1] * 2
+    pred = [0] * 9 + [1] + [1, 0]
+    record = classification_metrics(y_true=truth, y_pred=pred, labels=["a", "b"]).to_dict()
+    assert record["count"] == 12 and record["correct"] == 10
+    assert record["accuracy_ci95"] == proportion(10, 12).to_dict()["ci95"]
+    a, b = record["per_label"]["a"], record["per_label"]["b"]
+    assert a["support"] == 10 and a["recall_ci95"] == proportion(9, 10).to_dict()["ci95"]
+    # Two photos say little: the interval of recall 0.5 spans most of [0, 1].
+    assert b["recall_ci95"][0] < 0.1 and b["recall_ci95"][1] > 0.9
+    assert {"precision", "recall", "f1", "support"} <= set(a)  # existing keys kept

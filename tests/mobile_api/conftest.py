@@ -54,7 +54,7 @@ def make_version(db):
         )
         version = ModelVersion.objects.create(
             project=project, version=number, run=run, snapshot=snapshot, labels=["ants", "bees"],
-            preprocessing=PREPROCESSING, metrics={"accuracy": 0.95},
+            preprocessing=PREPROCESSING, metrics={"accuracy": 0.95, "count": 40},
         )
         seen_formats: set[str] = set()
         for (fmt, variant), payload in files.items():

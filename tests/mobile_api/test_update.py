@@ -45,7 +45,12 @@ def test_the_manifest_has_everything_an_app_needs(app_api, released, settings):
     assert (body["model"], body["channel"], body["version"], body["reason"]) == ("ants-bees", "stable", 1, None)
     assert body["labels"] == ["ants", "bees"] and body["min_app_version"] == ""
     assert body["input"]["mean"] == [0.5, 0.5, 0.5] and body["input"]["channel_order"] == "RGB"
-    assert body["metrics"] == {"holdout_accuracy": 0.95}
+    # The accuracy keeps its meaning; the photos it rests on and its 95% interval stand beside it
+    # (38 of 40 right: Wilson 0.835-0.986, computed for a version stored without one).
+    assert body["metrics"] == {
+        "holdout_accuracy": 0.95, "holdout_count": 40, "holdout_accuracy_ci95": [0.835, 0.9862]
+    }
+    assert body["withheld"] == []  # every measured file was offered (the card names the others and why)
     assert body["download"] == {"wifi_only": False, "charging_only": False, "max_cellular_bytes": 20971520}
     assert body["poll_interval_seconds"] == 21600
     bucket = rollout.bucket_of(salt="ants-bees/stable", install_id="install-0001")

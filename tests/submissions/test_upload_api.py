@@ -46,7 +46,8 @@ def test_upload_is_reencoded_oriented_and_stripped_of_metadata(volunteer_api, ch
         stored = fh.read()
     assert b"secret location" not in stored and b"Exif" not in stored
     image = Image.open(io.BytesIO(stored))
-    assert image.format == "JPEG"
+    assert image.format == "PNG"  # a small photo's training copy is lossless
+    assert photo.image.name.endswith(".png") and not image.text
     assert image.size == (30, 60)  # the EXIF rotation was applied to the pixels
     assert not image.getexif() and "comment" not in image.info and "icc_profile" not in image.info
     # Rotated clockwise, the red left half is now the top half.
@@ -56,12 +57,15 @@ def test_upload_is_reencoded_oriented_and_stripped_of_metadata(volunteer_api, ch
 
 
 @pytest.mark.parametrize("fmt", ["PNG", "WEBP", "HEIF"])
-def test_other_accepted_formats_are_stored_as_jpeg(volunteer_api, challenge, fmt):
+def test_other_accepted_formats_are_stored_as_png_and_jpeg(volunteer_api, challenge, fmt):
     out = io.BytesIO()
     Image.new("RGBA" if fmt == "PNG" else "RGB", (40, 40), (10, 200, 10)).save(out, format=fmt)
     response = _post(volunteer_api, challenge, out.getvalue(), name=f"x.{fmt.lower()}")
     assert response.status_code == 201, response.json()
-    assert Photo.objects.get().source_format == fmt
+    photo = Photo.objects.get()
+    assert photo.source_format == fmt
+    # Small: a lossless training copy; people see JPEG copies.
+    assert photo.image.name.endswith(".png") and photo.display_image.name.endswith(".jpg")
 
 
 def _truncated_jpeg() -> bytes:

@@ -149,7 +149,7 @@ def fake_compression(monkeypatch):
     store, hash and serve them but never load them with ExecuTorch.
     """
     from training.ml import compress
-    from training.ml.card import card_build, card_offered
+    from training.ml.card import card_build, card_offered, fidelity_summary
 
     fake = SimpleNamespace(calls=[], configs=[], accuracy={("pruned", "onnx"): 0.95}, failed={}, out_dirs=[])
 
@@ -182,6 +182,8 @@ def fake_compression(monkeypatch):
                 "file": path.name, "size": len(payload), "sha256": hashlib.sha256(payload).hexdigest(),
                 "accuracy": fake.accuracy.get((variant, fmt), 1.0), "top1_agreement": 1.0,
                 "max_prob_diff": 0.001, "mean_prob_diff": 0.0001, "latency_ms": 2.0 if precision == "int8" else 3.0,
+                "fidelity": fidelity_summary(holdout_n=len(holdout), holdout_disagree=0, views_n=400, views_disagree=0),
+                "log_loss": 0.1, "log_loss_increase": 0.0,
                 "load_ms": 1.0, "peak_memory_mb": 40.0, "threads": config.latency_threads,
                 "size_ratio": round(len(payload) / float_size, 4), "latency_ratio": 0.5,
                 "preprocessing": preprocessing.to_manifest(), "details": {"fake": True},

@@ -92,9 +92,10 @@ def test_a_stored_file_that_reads_back_different_bytes_publishes_nothing(
 
 
 def test_a_refused_run_does_not_compress(colour_photos, fake_pipeline, fake_compression):
-    from tests.training.conftest import release
+    from tests.training.conftest import photos_in_both_splits, release
 
     release(colour_photos, labels=["ants", "bees"])
+    photos_in_both_splits(colour_photos, label="bees", each=6)  # enough photos to establish the drop
     fake_pipeline.predict = lambda sample: 0  # worse than the release
 
     run = training_run_execute(project=colour_photos, trigger=TrainingRun.Trigger.MANUAL)

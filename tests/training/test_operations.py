@@ -118,6 +118,47 @@ def test_the_admin_run_page_shows_progress_decision_gate_and_pictures(colour_pho
     assert admin_client.get(reverse("admin:training_trainingrun_changelist")).status_code == 200
 
 
+def test_the_run_page_leads_with_the_outcome_and_pictures_and_is_a_read_only_record(
+    colour_photos, fake_pipeline, admin_client
+):
+    release(colour_photos, labels=["ants", "bees"])
+    run = training_run_execute(project=colour_photos, trigger=TrainingRun.Trigger.MANUAL)
+    # The decision record's candidates (added by the strategy selection), one of them skipped.
+    run.decision = {**run.decision, "candidates": [
+        {"strategy": "linear_probe", "cv_accuracy": 0.91, "ci95": [0.85, 0.95], "seconds": 1.5,
+         "skipped_reason": None},
+        {"strategy": "fine_tune", "cv_accuracy": None, "ci95": None, "seconds": 0.0,
+         "skipped_reason": "over the nightly budget"},
+    ]}
+    run.save(update_fields=["decision"])
+
+    page = admin_client.get(reverse("admin:training_trainingrun_change", args=[run.pk]))
+    html = page.content.decode()
+    assert page.status_code == 200
+    # The outcome first, with the holdout accuracy's n and interval; the JSON folded under the pictures.
+    count = run.metrics["count"]
+    assert html.index("Published version 2") < html.index("candidates.png") < html.index("<details>")
+    assert f"holdout accuracy <b>1.000</b> (95% CI {run.metrics['accuracy_ci95'][0]:.3f}-1.000, n={count})" in html
+    assert "0.910" in html and "95% CI 0.850-0.950" in html and "over the nightly budget" in html
+    assert "paired" in html and "p=1" in html  # the gate's paired comparison
+    for name in ("candidates", "confusion", "curve"):
+        url = reverse(f"admin:training_trainingrun_{name}", args=[run.pk])
+        assert url in html
+        response = admin_client.get(url)
+        assert response.status_code == 200 and response.content.startswith(b"\x89PNG")
+    # A record: no Save, no Delete, and a POST changes nothing.
+    assert 'name="_save"' not in html and 'name="_continue"' not in html
+    assert reverse("admin:training_trainingrun_delete", args=[run.pk]) not in html
+    assert admin_client.post(reverse("admin:training_trainingrun_change", args=[run.pk]),
+                             {"message": "edited"}).status_code == 403
+    assert admin_client.get(reverse("admin:training_trainingrun_delete", args=[run.pk])).status_code == 403
+    run.refresh_from_db()
+    assert run.message == "Published version 2."
+    # The cancel action stays on the list.
+    changelist = admin_client.get(reverse("admin:training_trainingrun_changelist")).content.decode()
+    assert "cancel_runs" in changelist and "delete_selected" not in changelist
+
+
 def test_run_pictures_need_an_admin(colour_photos, fake_pipeline, client):
     run = training_run_execute(project=colour_photos, trigger=TrainingRun.Trigger.MANUAL)
     response = client.get(reverse("admin:training_trainingrun_confusion", args=[run.pk]))

@@ -89,7 +89,8 @@ def test_export_holds_the_approved_photos_with_their_hashes_and_the_snapshot_spl
     assert set(files) == {e["path"] for e in entries}
     for entry in entries:
         stored = Photo.objects.get(public_id=entry["photo"])
-        assert entry["path"] == f"{stored.label.name}/{stored.sha256}.jpg"
+        # The stored copy's own format: .png for small or lossless sources (issue 16), else .jpg.
+        assert entry["path"] == f"{stored.label.name}/{stored.sha256}{Path(stored.image.name).suffix}"
         assert hashlib.sha256(files[entry["path"]]).hexdigest() == entry["sha256"] == stored.sha256
         assert (entry["width"], entry["height"]) == (stored.width, stored.height)
     assert {e["photo"]: e["split"] for e in entries} == {e["photo"]: e["split"] for e in snapshot.manifest["photos"]}

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
+import hashlib
 import io
 import time
 from collections.abc import Callable, Sequence
@@ -19,10 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
-from training.ml.card import FAILED, SKIPPED, card_build
+from training.ml.card import FAILED, SKIPPED, card_build, fidelity_summary
 from training.ml.config import CompressionConfig, ParityTolerance, Preprocessing
 from training.ml.errors import PipelineError, VerificationError
+from training.ml.stats import proportion
 
 #: Progress stages of ``compression_pipeline``.
 COMPRESSION_STAGES = ("compress", "measure")
@@ -108,6 +112,17 @@ def compression_pipeline(
         holdout_x = samples_arrays(holdout, preprocessing)
         reference = model_probabilities(model, holdout_x)
         float_accuracy = float((reference.argmax(axis=1) == np.asarray(holdout_y)).mean())
+        # Photos the model did not fit as it sees them: augmented views of every approved photo.
+        t_views = time.perf_counter()
+        views = augmented_views(
+            _stratified([*train, *holdout], limit=config.fidelity_max_photos),
+            per_photo=config.fidelity_views, seed=config.seed,
+        )
+        views_x = samples_arrays(views, preprocessing)
+        views_reference = (
+            model_probabilities(model, views_x) if views else np.zeros((0, reference.shape[1]), dtype=np.float32)
+        )
+        seconds["views"] = time.perf_counter() - t_views
         eager_ms = eager_latency(model, holdout_x[:1], threads=config.latency_threads, runs=config.latency_runs)
         tuning = _stratified(train, limit=config.fine_tune_max_photos)
         tuning_y = [s.label for s in tuning]
@@ -129,15 +144,19 @@ def compression_pipeline(
         report("compress", 1.0)
 
         t0 = time.perf_counter()
-        inputs_by_preprocessing = {preprocessing: holdout_x}
+        inputs_by_preprocessing = {preprocessing: (holdout_x, views_x)}
         for index, item in enumerate(built):
             report("measure", index / max(len(built), 1))
             if item.preprocessing not in inputs_by_preprocessing:
-                inputs_by_preprocessing[item.preprocessing] = samples_arrays(holdout, item.preprocessing)
+                inputs_by_preprocessing[item.preprocessing] = (
+                    samples_arrays(holdout, item.preprocessing), samples_arrays(views, item.preprocessing)
+                )
+            inputs, view_inputs = inputs_by_preprocessing[item.preprocessing]
             rows.append(
                 variant_check(
-                    built=item, inputs=inputs_by_preprocessing[item.preprocessing], reference=reference,
+                    built=item, inputs=inputs, reference=reference,
                     y_true=holdout_y, threads=config.latency_threads, runs=config.latency_runs,
+                    views=view_inputs, views_reference=views_reference,
                 )
             )
         seconds["measure"] = time.perf_counter() - t0
@@ -150,6 +169,9 @@ def compression_pipeline(
         holdout_count=len(holdout),
         float_model={
             "accuracy": float_accuracy,
+            "accuracy_ci95": proportion(round(float_accuracy * len(holdout)), len(holdout)).to_dict()["ci95"],
+            "log_loss": round(log_loss(reference, holdout_y), 6),
+            "views": len(views),
             "latency_ms": round(eager_ms, 3),
             "size": _state_dict_size(model),
             "threads": config.latency_threads,
@@ -158,6 +180,8 @@ def compression_pipeline(
         rows=rows,
         max_accuracy_loss=config.max_accuracy_loss,
         min_agreement=config.min_agreement,
+        max_disagreement=config.max_disagreement,
+        max_log_loss_increase=config.max_log_loss_increase,
         seconds={k: round(v, 3) for k, v in seconds.items()},
         config=dataclasses.asdict(config),
     )
@@ -709,12 +733,16 @@ def _state_dict_size(model) -> int:
 
 
 def variant_check(
-    *, built: _Built, inputs: np.ndarray, reference: np.ndarray, y_true: Sequence[int], threads: int, runs: int
+    *, built: _Built, inputs: np.ndarray, reference: np.ndarray, y_true: Sequence[int], threads: int, runs: int,
+    views: np.ndarray | None = None, views_reference: np.ndarray | None = None,
 ) -> dict:
     """Load the file's bytes with its runtime in a fresh process, run ``inputs``, compare with ``reference``.
 
     ``inputs`` must be the holdout as the file's manifest says to preprocess it; feeding it
     anything else is exactly the app bug this check exists to catch (the tests do that).
+    ``views`` (augmented photos, preprocessed the same way) run in the same process after the
+    holdout; with the holdout they make the row's ``fidelity`` (agreement with the float model's
+    ``views_reference``, probability differences). Accuracy and log-loss are the holdout's.
     Returns the card row (status "measured", or "failed" when the runtime cannot run the file).
     """
     from training.ml.inference import file_sha256
@@ -726,11 +754,22 @@ def variant_check(
         "file": built.path.name, "size": built.path.stat().st_size, "sha256": file_sha256(built.path),
         "preprocessing": built.preprocessing.to_manifest(), "details": built.details,
     }
+    if views is None or views_reference is None:
+        views = np.zeros((0, *inputs.shape[1:]), dtype=np.float32)
+        views_reference = np.zeros((0, np.asarray(reference).shape[1]), dtype=np.float32)
     try:
-        measured = artifact_measure(path=built.path, format=built.format, inputs=inputs, threads=threads, runs=runs)
+        measured = artifact_measure(
+            path=built.path, format=built.format, inputs=np.concatenate([inputs, views]), threads=threads, runs=runs
+        )
     except VerificationError as exc:
         return {**row, "status": FAILED, "reason": str(exc)}
     probabilities = measured.probabilities
+    all_reference = np.concatenate([np.asarray(reference, dtype=np.float32), views_reference])
+    if probabilities.shape != all_reference.shape:
+        return {**row, "status": FAILED, "reason": f"output shape {probabilities.shape}, expected {all_reference.shape}",
+                **measured.to_dict()}
+    fidelity = _fidelity(all_reference, probabilities, holdout_n=len(inputs))
+    probabilities = probabilities[: len(inputs)]
     failures = []
     if probabilities.shape != np.asarray(reference).shape:
         return {**row, "status": FAILED, "reason": f"output shape {probabilities.shape}, expected {reference.shape}",
@@ -743,10 +782,15 @@ def variant_check(
     )
     if built.tolerance is not None:
         failures += compared.failures
+    file_log_loss, float_log_loss = log_loss(probabilities, y_true), log_loss(reference, y_true)
     return {
         **row,
         "status": "measured",
         "accuracy": compared.accuracy,
+        "accuracy_n": len(y_true),
+        "log_loss": round(file_log_loss, 6),
+        "log_loss_increase": round(file_log_loss - float_log_loss, 6),
+        "fidelity": fidelity,
         "top1_agreement": compared.top1_agreement,
         "max_prob_diff": compared.max_abs_diff,
         "mean_prob_diff": compared.mean_abs_diff,
@@ -755,6 +799,72 @@ def variant_check(
         "parity_tolerance": dataclasses.asdict(built.tolerance) if built.tolerance else None,
         **measured.to_dict(),
     }
+
+
+def log_loss(probabilities: np.ndarray, y_true: Sequence[int]) -> float:
+    """Mean negative log-probability of the true label (nats); probabilities clipped at 1e-7."""
+    p = np.asarray(probabilities, dtype=np.float64)
+    if not len(p):
+        return 0.0
+    picked = p[np.arange(len(p)), np.asarray(y_true, dtype=np.int64)]
+    return float(-np.log(np.clip(picked, 1e-7, 1.0)).mean())
+
+
+def _fidelity(reference: np.ndarray, candidate: np.ndarray, *, holdout_n: int) -> dict:
+    """Top-1 disagreements (holdout, views) and probability differences, float model vs file."""
+    ref, cand = np.asarray(reference, dtype=np.float64), np.asarray(candidate, dtype=np.float64)
+    differ = ref.argmax(axis=1) != cand.argmax(axis=1)
+    diff = np.abs(cand - ref)
+    kl = (ref * (np.log(np.clip(ref, 1e-7, 1.0)) - np.log(np.clip(cand, 1e-7, 1.0)))).sum(axis=1)
+    return fidelity_summary(
+        holdout_n=holdout_n, holdout_disagree=int(differ[:holdout_n].sum()),
+        views_n=len(ref) - holdout_n, views_disagree=int(differ[holdout_n:].sum()),
+        mean_prob_diff=round(float(diff.mean()), 6) if len(diff) else 0.0,
+        max_prob_diff=round(float(diff.max()), 6) if len(diff) else 0.0,
+        mean_kl=round(float(kl.mean()), 6) if len(kl) else 0.0,
+    )
+
+
+def augmented_views(samples: Sequence, *, per_photo: int, seed: int) -> list:
+    """``per_photo`` augmented views of each sample (random crop, flip, brightness, contrast), as Samples.
+
+    Deterministic: each view's randomness comes from ``seed`` and the sample's key, so the same
+    photos give the same views every night, whatever else is in the set.
+    """
+    from training.ml.pipeline import Sample
+
+    views = []
+    for sample in samples:
+        for index in range(per_photo):
+            digest = hashlib.sha256(f"{seed}:{sample.key}:{index}".encode()).digest()
+            views.append(
+                Sample(
+                    key=f"{sample.key}#view{index}", label=sample.label, split="view",
+                    open_image=functools.partial(_view_open, sample.open_image, int.from_bytes(digest[:8], "big")),
+                )
+            )
+    return views
+
+
+def _view_open(open_image, seed: int):
+    """One augmented view: a crop of 60-100% of the area (aspect 3:4-4:3), maybe mirrored, light changed."""
+    from PIL import ImageEnhance
+
+    from training.ml.images import image_rgb
+
+    rng = np.random.default_rng(seed)
+    image = image_rgb(open_image() if callable(open_image) else open_image)
+    w, h = image.size
+    area = rng.uniform(0.6, 1.0) * w * h
+    aspect = float(np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3))))
+    cw = int(round(min(w, max(1.0, np.sqrt(area * aspect)))))
+    ch = int(round(min(h, max(1.0, np.sqrt(area / aspect)))))
+    left, top = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+    view = image.crop((left, top, left + cw, top + ch))
+    if rng.random() < 0.5:
+        view = view.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    view = ImageEnhance.Brightness(view).enhance(rng.uniform(0.7, 1.3))
+    return ImageEnhance.Contrast(view).enhance(rng.uniform(0.7, 1.3))
 
 
 def _row_unbuilt(variant: str, fmt: str, *, status: str, reason: str) -> dict:

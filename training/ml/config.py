@@ -184,6 +184,15 @@ class CompressionConfig:
     latency_threads: int = 1  # fixed thread count for every latency figure (phones: 1-4 big cores)
     latency_runs: int = 30  # batch-1 runs timed per file (after warm-up), besides the holdout
     seed: int = 0
+    # Fidelity (issue 16): a compressed file's disagreement with the float model, measured on the
+    # holdout and on augmented views (crop, flip, light) of every approved photo, must have an
+    # upper 95% bound within max_disagreement (None: max_accuracy_loss); its holdout log-loss may
+    # exceed the float model's by max_log_loss_increase (nats). fidelity_views views per photo,
+    # of at most fidelity_max_photos photos (a stratified subset): this bounds the nightly cost.
+    max_disagreement: float | None = None
+    max_log_loss_increase: float = 0.05
+    fidelity_views: int = 1
+    fidelity_max_photos: int = 1000
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.variants) - set(COMPRESSION_VARIANTS))
@@ -202,6 +211,10 @@ class CompressionConfig:
             raise ValueError(f"distill_student must be 'resolution' or 'width', got {self.distill_student!r}")
         if self.distill_input_size < 32 or not 0.0 < self.distill_width_mult < 1.0:
             raise ValueError("distill_input_size must be >= 32 and distill_width_mult in (0, 1)")
+        if self.max_disagreement is not None and not 0.0 <= self.max_disagreement < 1.0:
+            raise ValueError("max_disagreement must be in [0, 1) or None")
+        if self.max_log_loss_increase < 0 or self.fidelity_views < 0 or self.fidelity_max_photos < 0:
+            raise ValueError("max_log_loss_increase, fidelity_views and fidelity_max_photos must be >= 0")
         if min(self.calibration_photos, self.latency_threads, self.latency_runs, self.fine_tune_max_photos) < 1:
             raise ValueError("calibration_photos, latency_threads, latency_runs, fine_tune_max_photos must be >= 1")
         if self.fine_tune_epochs < 0 or not self.fine_tune_lr > 0 or not self.distill_temperature > 0:

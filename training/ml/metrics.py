@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from training.ml.stats import proportion
+
 
 @dataclass(frozen=True)
 class ClassificationMetrics:
@@ -20,18 +22,39 @@ class ClassificationMetrics:
     labels: tuple
     # Expected calibration error (top-label, equal-width confidence bins); None without probabilities.
     ece: float | None = None
+    # Predicted label index per item, in y_true order: what a paired comparison (the gate) needs.
+    # Not in to_dict(): the figures above are what is shown and stored.
+    predictions: tuple = ()
+
+    @property
+    def correct(self) -> int:
+        """How many items were right (the diagonal of the confusion matrix)."""
+        return int(sum(self.confusion[i][i] for i in range(len(self.labels))))
 
     def to_dict(self) -> dict:
-        """Plain-JSON representation (stored with training runs and model versions)."""
+        """Plain-JSON representation (stored with training runs and model versions).
+
+        Every accuracy and recall comes with its n and a 95% Wilson interval
+        (``accuracy_ci95`` over ``count``; per label ``recall_ci95`` over ``support``).
+        """
+        accuracy = proportion(self.correct, self.count)
         return {
             "count": self.count,
             "accuracy": self.accuracy,
+            "correct": accuracy.successes,
+            "accuracy_ci95": accuracy.to_dict()["ci95"],
             "macro_f1": self.macro_f1,
-            "per_label": {k: dict(v) for k, v in self.per_label.items()},
+            "per_label": {k: _with_recall_interval(v) for k, v in self.per_label.items()},
             "confusion": [list(row) for row in self.confusion],
             "labels": list(self.labels),
             "ece": self.ece,
         }
+
+
+def _with_recall_interval(row: dict) -> dict:
+    """A per-label row plus ``recall_ci95`` (Wilson, over the label's ``support`` photos)."""
+    hits = round(row["recall"] * row["support"])
+    return {**row, "recall_ci95": proportion(hits, row["support"]).to_dict()["ci95"]}
 
 
 def classification_metrics(
@@ -87,6 +110,7 @@ def classification_metrics(
         ece=None if probabilities is None else expected_calibration_error(
             probabilities=probabilities, y_true=true, bins=ece_bins
         ),
+        predictions=tuple(int(p) for p in pred),
     )
 
 

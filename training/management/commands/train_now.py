@@ -9,6 +9,7 @@ from tqdm import tqdm
 from challenges.selectors import project_get
 from common.errors import DomainError
 from training.models import TrainingRun
+from training.release_notes import accuracy_interval
 from training.services import RunClaimRefused, training_run_execute
 
 
@@ -45,15 +46,28 @@ class Command(BaseCommand):
             self.stdout.write(f"Gate: {run.gate.get('outcome')}: {run.gate.get('reason')}")
             self.stdout.write(json.dumps(_gate_scores(run.gate), indent=2))
         if run.status == TrainingRun.Status.SUCCEEDED:
-            metrics = run.metrics
-            self.stdout.write(
-                self.style.SUCCESS(f"{run.message} Holdout accuracy {metrics.get('accuracy', 0):.3f}.")
-            )
+            self.stdout.write(self.style.SUCCESS(f"{run.message} {_holdout_summary(run.metrics)}"))
         else:
             # Skipped, refused or cancelled: nothing was published, and the exit status says so.
             raise CommandError(f"Run {run.pk} {run.status}: {run.message}")
 
 
+def _holdout_summary(metrics: dict) -> str:
+    """Holdout accuracy and per-label recall, each with its n and 95% interval."""
+    accuracy, count, interval = accuracy_interval(metrics)
+    if accuracy is None:
+        return "Holdout accuracy n/a."
+    lines = [f"Holdout accuracy {accuracy:.3f}{_interval(interval, count)}."]
+    for label, row in sorted((metrics.get("per_label") or {}).items()):
+        lines.append(f"  recall of {label}: {row['recall']:.3f}{_interval(row.get('recall_ci95'), row.get('support'))}")
+    return "\n".join(lines)
+
+
+def _interval(ci95: list | None, n: int | None) -> str:
+    return f" (95% CI {ci95[0]:.3f}-{ci95[1]:.3f}, n={n})" if ci95 else f" (n={n})"
+
+
 def _gate_scores(gate: dict) -> dict:
     """The part of the gate record a person reads: both scores, what was compared, tolerances."""
-    return {key: gate[key] for key in ("champion", "candidate", "compared", "tolerance", "failures") if key in gate}
+    keys = ("champion", "candidate", "compared", "tolerance", "paired", "failures")
+    return {key: gate[key] for key in keys if key in gate}
