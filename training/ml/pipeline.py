@@ -36,6 +36,8 @@ class Sample:
     label: int  # index into labels
     split: str  # "train" or "holdout"
     open_image: Callable[[], Image.Image]  # loads the image (from Django storage on the server)
+    # Near-duplicate group (its root's hash): cross-validation keeps a group within one fold.
+    group: str | None = None
 
 
 def split_for(sha256_hex: str, *, holdout_percent: int = 20) -> str:
