@@ -77,6 +77,8 @@ class PipelineResult:
     model: Any = field(default=None, repr=False, compare=False)  # assembled torch model (ProbabilityClassifier)
     # Strategy decision record (StrategyDecision.to_record()); set by transfer_pipeline.
     decision: dict | None = None
+    # The measured selection (selection.SelectionOutcome) when one ran; not part of to_dict().
+    selection: Any = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict:
         """JSON-ready summary of the run."""

@@ -274,6 +274,8 @@ def strategy_select(
     )
     with torch_threads(1):
         lower_tap = _tap_choose(lower_x, yt, fold_of, exclude=None)
+    lower_candidate = next(c for c in plan if c.strategy == "lower_layer_probe")
+    lower_candidate.params["chosen"] = {"block": lower_tap[0], "grid": lower_tap[1]}
     return SelectionOutcome(
         candidates=plan,
         targets=y,

@@ -156,6 +156,7 @@ def transfer_pipeline(
                 export_cache=export_cache,
             )
             result.decision = chosen.to_record()
+            result.selection = measured_selection
             result.config["decision"] = result.decision
             result.seconds = {**result.seconds, "decide": round(seconds["decide"], 3)}
             result.seconds["total"] = round(time.perf_counter() - started, 3)
@@ -293,6 +294,7 @@ def transfer_pipeline(
         config=config,
         model=outcome.model,
         decision=record,
+        selection=measured_selection,
     )
 
 
