@@ -204,3 +204,21 @@ def test_selection_on_real_ants_and_bees(hymenoptera_dir, ml_weights_path, tmp_p
     assert decision["choice"] == decision["winner"] == result.config["strategy"]
     assert decision["why"] in decision["reason"]
     assert result.metrics.accuracy > 0.6 and result.holdout_count == 16
+
+
+@pytest.mark.slow
+def test_an_override_wins_over_measured_selection_and_the_record_says_so(ml_weights_path, tmp_path):
+    from tests.ml.digits import digit_images
+    from training.ml.transfer import transfer_pipeline
+
+    images, targets = digit_images(count=60, size=64)
+    samples = [Sample(key=f"d{i}", label=t, split="holdout" if i % 3 == 0 else "train", open_image=image.copy)
+               for i, (image, t) in enumerate(zip(images, targets, strict=True))]
+    result = transfer_pipeline(
+        samples=samples, labels=tuple(str(d) for d in range(10)),
+        backbone=BackboneConfig(weights_path=str(ml_weights_path)), preprocessing=Preprocessing(input_size=64, resize=64),
+        out_dir=Path(tmp_path), strategy="linear_probe", selection=SelectionConfig(),
+    )
+    decision = result.decision
+    assert decision["choice"] == decision["winner"] == decision["override"] == "linear_probe"
+    assert decision["candidates"] == [] and "override" in decision["why"] and result.selection is None
