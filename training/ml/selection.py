@@ -92,6 +92,7 @@ class SelectionOutcome:
     budget_seconds: float
     seconds: float
     lower: LowerLayerConfig  # the lower-layer probe's tap chosen on all training photos
+    rates: dict  # images per second measured for the cost estimates
     acts: Any = field(default=None, repr=False)  # networks.FrozenActivations, reused by the refit
     resized: Any = field(default=None, repr=False)
 
@@ -113,6 +114,7 @@ class SelectionOutcome:
                 "photos": int(len(self.targets)),
                 "budget_seconds": round(self.budget_seconds, 1),
                 "seconds": round(self.seconds, 3),
+                "rates_images_per_second": self.rates,
             },
         }
 
@@ -185,8 +187,7 @@ def candidates_plan(
     smallest = min(decision.label_counts.values())
     ft = config.fine_tune
     ft_seconds = n * (config.fine_tune_views + 1) / forward + (folds * fit_share + 1) * n * ft.epochs / top
-    ft_params = {"trainable_blocks": ft.trainable_blocks, "views": config.fine_tune_views, "max_epochs": ft.epochs,
-                 "input_size": None}
+    ft_params = {"trainable_blocks": ft.trainable_blocks, "views": config.fine_tune_views, "max_epochs": ft.epochs}
     candidate = Candidate("fine_tune", ft_params, ft_seconds)
     if smallest < config.fine_tune_min_per_label:
         candidate.skipped = (
@@ -230,8 +231,11 @@ def strategy_select(
     fold_of = cv_folds(targets=y, groups=groups, folds=config.folds, seed=config.seed)
     folds = int(fold_of.max()) + 1
     budget = config.budget_minutes * 60.0
-    if rates is None:
+    smallest = min(decision.label_counts.values())
+    if rates is None and (smallest >= config.fine_tune_min_per_label or decision.size == "large"):
         rates = measure_rates(backbone=net, preprocessing=preprocessing, config=config.fine_tune)
+    elif rates is None:  # no expensive candidate is allowed: nothing to estimate
+        rates = {"forward": 1.0, "top_train": 1.0, "measured": False}
     plan = candidates_plan(decision=decision, config=config, n=len(y), uncached=uncached, folds=folds, rates=rates)
     yt = torch.as_tensor(y)
     outcome_acts: dict[str, Any] = {}
@@ -259,7 +263,8 @@ def strategy_select(
             candidate.params["chosen_per_fold"] = chosen
         elif candidate.strategy == "fine_tune":
             candidate.predictions, epochs, acts, resized = _fine_tune_oof(
-                train, yt, fold_of, num_classes, net, preprocessing, config
+                train, yt, fold_of, num_classes, net, preprocessing, config,
+                report=lambda done, step=1 / len(plan), at=position / len(plan): report(at + step * done),
             )
             candidate.params["best_epochs"] = epochs
             outcome_acts.update(acts=acts, resized=resized)
@@ -288,6 +293,7 @@ def strategy_select(
         budget_seconds=budget,
         seconds=time.perf_counter() - started,
         lower=LowerLayerConfig(block=lower_tap[0], grid=lower_tap[1], probe=probe),
+        rates=rates,
         acts=outcome_acts.get("acts"),
         resized=outcome_acts.get("resized"),
     )
@@ -376,7 +382,7 @@ def _lower_oof(taps: dict, y: torch.Tensor, fold_of: np.ndarray, num_classes: in
     return pred, chosen
 
 
-def _fine_tune_oof(train, y, fold_of, num_classes, net, preprocessing, config: SelectionConfig):
+def _fine_tune_oof(train, y, fold_of, num_classes, net, preprocessing, config: SelectionConfig, report):
     """Out-of-fold predictions of the fast fine-tune; the activations are computed once for all folds."""
     from training.ml import networks
 
@@ -399,6 +405,7 @@ def _fine_tune_oof(train, y, fold_of, num_classes, net, preprocessing, config: S
         )
         pred[test] = networks.top_blocks_logits(top, acts, torch.as_tensor(test)).argmax(1).numpy()
         epochs.append(best_epoch)
+        report((k + 1) / (int(fold_of.max()) + 1))  # lets the job record progress and honour a cancel
     return pred, epochs, acts, resized
 
 
