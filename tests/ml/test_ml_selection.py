@@ -184,13 +184,13 @@ def test_selection_on_real_ants_and_bees(hymenoptera_dir, ml_weights_path, tmp_p
 
     samples = []
     for label, name in enumerate(("ants", "bees")):
-        files = [path for path, lab in photo_files(hymenoptera_dir / "train") if lab == name][:40]
+        files = [path for path, lab in photo_files(hymenoptera_dir / "train") if lab == name][:36]
         for i, path in enumerate(files):
-            samples.append(Sample(key=f"{name}/{path.name}", label=label, split="train" if i < 32 else "holdout",
+            samples.append(Sample(key=f"{name}/{path.name}", label=label, split="train" if i < 30 else "holdout",
                                   open_image=partial(Image.open, path)))
     selection = SelectionConfig(
         fine_tune_min_per_label=30, fine_tune_views=1, lower_blocks=(6, 13), lower_grids=(1, 2),
-        fine_tune=FineTuneConfig(epochs=4, patience=2, trainable_blocks=2, backbone_lr_mult=0.3),
+        fine_tune=FineTuneConfig(epochs=3, patience=2, trainable_blocks=2, backbone_lr_mult=0.3),
     )
     result = transfer_pipeline(
         samples=samples, labels=("ants", "bees"), backbone=BackboneConfig(weights_path=str(ml_weights_path)),
@@ -199,11 +199,14 @@ def test_selection_on_real_ants_and_bees(hymenoptera_dir, ml_weights_path, tmp_p
     decision = result.decision
     by_name = {c["strategy"]: c for c in decision["candidates"]}
     assert decision["rule_choice"] == "linear_probe" and decision["similar"] is True
-    assert by_name["fine_tune"]["skipped"] is None and by_name["fine_tune"]["cv_accuracy"]["n"] == 64
+    assert by_name["fine_tune"]["skipped"] is None and by_name["fine_tune"]["cv_accuracy"]["n"] == 60
     assert by_name["linear_probe"]["cv_accuracy"]["value"] > 0.7  # ImageNet features know ants from bees
     assert decision["choice"] == decision["winner"] == result.config["strategy"]
     assert decision["why"] in decision["reason"]
-    assert result.metrics.accuracy > 0.6 and result.holdout_count == 16
+    # The prior ships unless the winner's paired interval over the same 60 photos clears zero.
+    assert decision["winner"] == "linear_probe" or decision["comparison"]["ci95"][0] > 0
+    # The refit winner is what was exported and verified (the holdout never entered selection).
+    assert result.holdout_count == 12 and result.onnx_metrics.confusion == result.metrics.confusion
 
 
 @pytest.mark.slow
