@@ -651,7 +651,7 @@ def _pipeline_run(*, run: TrainingRun, snapshot: DatasetSnapshot, out_dir: Path,
     from training.feature_cache import StorageExportCache, StorageFeatureCache
     from training.ml.config import BackboneConfig, LinearProbeConfig, Preprocessing
     from training.ml.pipeline import Sample
-    from training.ml.strategies import StrategyThresholds
+    from training.ml.strategies import SelectionConfig, StrategyThresholds
     from training.ml.transfer import transfer_pipeline
 
     threads = _torch_threads()
@@ -660,6 +660,8 @@ def _pipeline_run(*, run: TrainingRun, snapshot: DatasetSnapshot, out_dir: Path,
     index = {name: i for i, name in enumerate(labels)}
     entries = _manifest_entries(snapshot)
     photos = Photo.objects.in_bulk([entry["photo"] for entry in entries], field_name="public_id")
+    # Near-duplicate groups (the hash their split comes from): cross-validation keeps each in one fold.
+    group_of = dataset_split_keys(list(photos.values()))
     samples = [
         Sample(
             # The content hash keys the feature cache: the same pixels never pay twice.
@@ -667,6 +669,7 @@ def _pipeline_run(*, run: TrainingRun, snapshot: DatasetSnapshot, out_dir: Path,
             label=index[entry["label"]],
             split=entry["split"],
             open_image=_opener(photos[uuid.UUID(entry["photo"])].image.name),
+            group=group_of[photos[uuid.UUID(entry["photo"])].pk],
         )
         for entry in entries
     ]
@@ -714,6 +717,11 @@ def _pipeline_run(*, run: TrainingRun, snapshot: DatasetSnapshot, out_dir: Path,
         progress=progress,
         feature_cache=StorageFeatureCache(),
         export_cache=StorageExportCache(),
+        selection=SelectionConfig(
+            folds=settings.PLATFORM_STRATEGY_CV_FOLDS,
+            fine_tune_min_per_label=settings.PLATFORM_STRATEGY_FINE_TUNE_MIN_PER_LABEL,
+            budget_minutes=settings.PLATFORM_TRAINING_BUDGET_MINUTES,
+        ),
     )
     run.decision = {**(result.decision or {}), "strategy": (result.decision or {}).get("choice"), **context}
     run.config = {**run.config, **{k: v for k, v in result.config.items() if k not in run.config}}

@@ -462,6 +462,13 @@ PLATFORM_GATE_TOLERANCE_PER_LABEL = env.float("PLATFORM_GATE_TOLERANCE_PER_LABEL
 # training/ml/similarity.py) is at least this. Admins can override per project (TrainingPolicy).
 PLATFORM_STRATEGY_LARGE_PER_LABEL = env.int("PLATFORM_STRATEGY_LARGE_PER_LABEL", default=200)
 PLATFORM_STRATEGY_SIMILARITY_MIN_SCORE = env.float("PLATFORM_STRATEGY_SIMILARITY_MIN_SCORE", default=0.0)
+# Measured selection (training/ml/selection.py): the rule above is the prior; the candidates are
+# cross-validated on the train split and one replaces the rule's choice only when it wins beyond
+# the noise. Fine-tuning the top blocks is a candidate when every label has this many training
+# photos; the expensive candidates run cheapest first within this nightly budget (minutes).
+PLATFORM_STRATEGY_FINE_TUNE_MIN_PER_LABEL = env.int("PLATFORM_STRATEGY_FINE_TUNE_MIN_PER_LABEL", default=30)
+PLATFORM_STRATEGY_CV_FOLDS = env.int("PLATFORM_STRATEGY_CV_FOLDS", default=5)
+PLATFORM_TRAINING_BUDGET_MINUTES = env.float("PLATFORM_TRAINING_BUDGET_MINUTES", default=60.0)
 # Compression (training/ml/compress.py): after the gate, the float model is turned into these
 # variants, in these formats (onnx: onnxruntime, pte: ExecuTorch with XNNPACK); every file is
 # measured on the holdout and apps are offered those within the policy. Admins can narrow the

@@ -227,7 +227,8 @@ def fake_pipeline(monkeypatch, tmp_path, fake_compression):
 
     def transfer_pipeline(*, samples, labels, out_dir, progress, strategy=None, feature_cache=None, **kwargs):
         fake.calls.append(
-            {"samples": list(samples), "labels": list(labels), "feature_cache": feature_cache, "strategy": strategy}
+            {"samples": list(samples), "labels": list(labels), "feature_cache": feature_cache, "strategy": strategy,
+             "selection": kwargs.get("selection")}
         )
         fake.out_dirs.append(Path(out_dir))
         artifact = Path(out_dir) / "model.onnx"

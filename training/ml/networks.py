@@ -279,7 +279,7 @@ def _network_train(
     generator = torch.Generator().manual_seed(config.seed)
 
     history: list[dict] = []
-    best_loss, best_epoch, best_state, stale = math.inf, config.epochs, None, 0
+    best = _BestEpoch(epochs=config.epochs)
     for epoch in range(1, config.epochs + 1):
         t0 = time.perf_counter()
         net.train()
@@ -316,22 +316,13 @@ def _network_train(
             "lr": lr,
         }
         if len(val_idx):
-            logits = _logits(net, val_x)
-            record["val_loss"] = float(val_criterion(logits, y[val_idx]))
-            record["val_accuracy"] = float((logits.argmax(1) == y[val_idx]).float().mean())
-            if record["val_loss"] < best_loss - 1e-6:
-                best_loss, best_epoch, stale = record["val_loss"], epoch, 0
-                best_state = copy.deepcopy(net.state_dict())
-            else:
-                stale += 1
-        record["seconds"] = round(time.perf_counter() - t0, 3)
-        history.append(record)
-        if progress is not None:
-            progress(epoch, config.epochs)
-        if len(val_idx) and stale >= config.patience:
+            best.update(record, logits=_logits(net, val_x), targets=y[val_idx], criterion=val_criterion,
+                        module=net, epoch=epoch)
+        if best.epoch_end(record, started=t0, history=history, progress=progress, epochs=config.epochs,
+                          patience=config.patience if len(val_idx) else None):
             break
-    if best_state is not None:
-        net.load_state_dict(best_state)
+    if best.state is not None:
+        net.load_state_dict(best.state)
 
     net.eval()
     train_logits = _logits(net, _arrays(resized, train_idx.tolist(), preprocessing))
@@ -343,7 +334,7 @@ def _network_train(
         strategy=strategy,
         model=model,
         history=history,
-        best_epoch=best_epoch if best_state is not None else len(history),
+        best_epoch=best.epoch if best.state is not None else len(history),
         train_accuracy=train_accuracy,
         details={
             "config": dataclasses.asdict(config),
@@ -354,6 +345,31 @@ def _network_train(
         },
         seconds=time.perf_counter() - started,
     )
+
+
+class _BestEpoch:
+    """Early stopping on the validation loss: remembers the best epoch and its weights."""
+
+    def __init__(self, *, epochs: int):
+        self.loss, self.epoch, self.state, self.stale = math.inf, epochs, None, 0
+
+    def update(self, record: dict, *, logits, targets, criterion, module: nn.Module, epoch: int) -> None:
+        """Score this epoch into ``record``; keep a copy of ``module``'s weights if it is the best so far."""
+        record["val_loss"] = float(criterion(logits, targets))
+        record["val_accuracy"] = float((logits.argmax(1) == targets).float().mean())
+        if record["val_loss"] < self.loss - 1e-6:
+            self.loss, self.epoch, self.stale = record["val_loss"], epoch, 0
+            self.state = copy.deepcopy(module.state_dict())
+        else:
+            self.stale += 1
+
+    def epoch_end(self, record: dict, *, started: float, history: list, progress, epochs: int, patience) -> bool:
+        """Close the epoch's record; True when training should stop (``patience`` None: never early)."""
+        record["seconds"] = round(time.perf_counter() - started, 3)
+        history.append(record)
+        if progress is not None:
+            progress(record["epoch"], epochs)
+        return patience is not None and self.stale >= patience
 
 
 def _freeze(net: nn.Module, trainable_blocks: int | None) -> list[nn.Module]:
@@ -401,3 +417,204 @@ def _probe_outcome(fitted) -> dict:
         "refit_on_all": fitted.refit,
         "seconds": round(fitted.seconds, 3),
     }
+
+
+# -- fast fine-tuning: the frozen part runs once per photo and view, not every epoch ---------
+
+
+@dataclass
+class FrozenActivations:
+    """Outputs of the frozen ``features[:cut]`` for each photo: [N, views, C, H, W] float16.
+
+    View 0 is the centre crop an app feeds (evaluation); views 1.. are fixed augmented views
+    (framing, mirror, tilt, light) drawn once, so training never re-runs the frozen layers.
+    """
+
+    cut: int
+    views: torch.Tensor
+    seconds: float
+
+
+class TopBlocks(nn.Module):
+    """The trainable top of MobileNetV2: ``features[cut:]`` -> global average pool -> classifier."""
+
+    def __init__(self, *, blocks: nn.Sequential, classifier: nn.Module):
+        super().__init__()
+        self.blocks = blocks
+        self.classifier = classifier
+
+    def forward(self, a: torch.Tensor) -> torch.Tensor:
+        """Frozen-part activations -> logits (torchvision's MobileNetV2.forward after the cut)."""
+        return self.classifier(torch.nn.functional.adaptive_avg_pool2d(self.blocks(a), 1).flatten(1))
+
+
+def frozen_activations(
+    *,
+    backbone: nn.Module,
+    resized: Sequence[Image.Image],
+    preprocessing: Preprocessing,
+    config: FineTuneConfig,
+    views: int,
+    seed: int = 0,
+    batch_size: int = 32,
+    progress: Progress | None = None,
+) -> FrozenActivations:
+    """Run the frozen part once per photo and view (``resized`` from ``images_resized``)."""
+    started = time.perf_counter()
+    cut = len(backbone.features) - int(config.trainable_blocks or 0)
+    if not 0 < cut < len(backbone.features):
+        raise ValueError(f"trainable_blocks must leave a frozen part, got {config.trainable_blocks}")
+    stem = backbone.features[:cut].eval()
+    stem.to(memory_format=torch.channels_last)
+    transform = _train_transform(dataclasses.replace(config, augment=True), preprocessing)
+    per_photo = max(1, batch_size // (views + 1))
+    chunks = []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)  # the augmented views are fixed for a seed
+        with torch.inference_mode():
+            for start in range(0, len(resized), per_photo):
+                group = resized[start : start + per_photo]
+                x = []
+                for image in group:
+                    x.append(torch.from_numpy(image_to_array(image, preprocessing=preprocessing)))
+                    x += [transform(image) for _ in range(views)]
+                out = stem(torch.stack(x).contiguous(memory_format=torch.channels_last))
+                chunks.append(out.reshape(len(group), views + 1, *out.shape[1:]).to(torch.float16).contiguous())
+                if progress is not None:
+                    progress(start + len(group), len(resized))
+    acts = torch.cat(chunks).clone() if chunks else torch.empty(0)
+    return FrozenActivations(cut=cut, views=acts, seconds=time.perf_counter() - started)
+
+
+def top_blocks_train(
+    *,
+    backbone: nn.Module,
+    acts: FrozenActivations,
+    targets: torch.Tensor,
+    index: torch.Tensor,
+    num_classes: int,
+    config: FineTuneConfig,
+    progress: Progress | None = None,
+) -> tuple[TopBlocks, list[dict], int]:
+    """Train a copy of ``features[cut:]`` and a new head on the cached activations of ``index``.
+
+    Each epoch shows every photo once, as one of its views drawn at random; early stopping on
+    the centre views of a stratified validation slice keeps the best epoch's weights.
+    Returns (the trained top, history, best epoch).
+    """
+    torch.manual_seed(config.seed)  # the head's init and dropout
+    top = TopBlocks(
+        blocks=copy.deepcopy(backbone.features[acts.cut :]),
+        classifier=nn.Sequential(nn.Dropout(p=config.dropout), nn.Linear(backbone_feature_dim(backbone), num_classes)),
+    )
+    top.requires_grad_(True)
+    top.to(memory_format=torch.channels_last)
+    y_all = targets.to(torch.int64)
+    y = y_all[index]
+    train_pos, val_pos = _stratified_split(y, fraction=config.validation_fraction, seed=config.seed)
+    train_idx, val_idx = index[train_pos], index[val_pos]
+    groups = [{"params": list(top.classifier.parameters()), "lr": config.lr}]
+    if config.backbone_lr_mult > 0:
+        groups.append({"params": list(top.blocks.parameters()), "lr": config.lr * config.backbone_lr_mult})
+    else:
+        top.blocks.requires_grad_(False)
+    optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+    weight = _class_weights(y_all[train_idx], num_classes) if config.class_weighting else None
+    criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing)
+    val_criterion = nn.CrossEntropyLoss(weight=weight)
+    generator = torch.Generator().manual_seed(config.seed)
+    n_views = acts.views.shape[1]
+    history: list[dict] = []
+    best = _BestEpoch(epochs=config.epochs)
+    for epoch in range(1, config.epochs + 1):
+        t0 = time.perf_counter()
+        top.train()
+        if config.freeze_batchnorm:
+            for module in top.modules():
+                if isinstance(module, nn.BatchNorm2d):
+                    module.eval()
+        order = train_idx[torch.randperm(len(train_idx), generator=generator)]
+        view = torch.randint(0, n_views, (len(order),), generator=generator)
+        loss_sum, correct, seen = 0.0, 0, 0
+        for start in range(0, len(order), config.batch_size):
+            idx, v = order[start : start + config.batch_size], view[start : start + config.batch_size]
+            if len(idx) < 2 and seen:
+                continue
+            x = acts.views[idx, v].float().contiguous(memory_format=torch.channels_last)
+            logits = top(x)
+            loss = criterion(logits, y_all[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.item() * len(idx)
+            correct += int((logits.argmax(1) == y_all[idx]).sum())
+            seen += len(idx)
+        lr = optimizer.param_groups[0]["lr"]
+        scheduler.step()
+        record = {"epoch": epoch, "train_loss": loss_sum / max(seen, 1), "train_accuracy": correct / max(seen, 1),
+                  "val_loss": None, "val_accuracy": None, "lr": lr}
+        if len(val_idx):
+            best.update(record, logits=top_blocks_logits(top, acts, val_idx), targets=y_all[val_idx],
+                        criterion=val_criterion, module=top, epoch=epoch)
+        if best.epoch_end(record, started=t0, history=history, progress=progress, epochs=config.epochs,
+                          patience=config.patience if len(val_idx) else None):
+            break
+    if best.state is not None:
+        top.load_state_dict(best.state)
+    top.eval()
+    return top, history, best.epoch if best.state is not None else len(history)
+
+
+def top_blocks_logits(top: TopBlocks, acts: FrozenActivations, index: torch.Tensor, batch_size: int = 128) -> torch.Tensor:
+    """Logits of the centre views (view 0) of ``index``."""
+    top.eval()
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(index), batch_size):
+            x = acts.views[index[start : start + batch_size], 0].float().contiguous(memory_format=torch.channels_last)
+            out.append(top(x))
+    return torch.cat(out) if out else torch.empty(0)
+
+
+def fine_tune_cached(
+    *,
+    backbone: nn.Module,
+    acts: FrozenActivations,
+    targets: Sequence[int],
+    num_classes: int,
+    config: FineTuneConfig,
+    views: int,
+    progress: Progress | None = None,
+) -> StrategyOutcome:
+    """Fine-tune the top blocks on all photos' cached activations; the model is a whole MobileNetV2."""
+    started = time.perf_counter()
+    y = torch.as_tensor(list(targets), dtype=torch.int64)
+    top, history, best_epoch = top_blocks_train(
+        backbone=backbone, acts=acts, targets=y, index=torch.arange(len(y)), num_classes=num_classes,
+        config=config, progress=progress,
+    )
+    train_accuracy = float((top_blocks_logits(top, acts, torch.arange(len(y))).argmax(1) == y).float().mean())
+    net = copy.deepcopy(backbone)
+    for offset, block in enumerate(top.blocks):
+        net.features[acts.cut + offset] = block
+    net.classifier = top.classifier
+    net.to(memory_format=torch.contiguous_format)
+    net.requires_grad_(False)
+    return StrategyOutcome(
+        strategy="fine_tune",
+        model=ProbabilityClassifier(net).eval(),
+        history=history,
+        best_epoch=best_epoch,
+        train_accuracy=train_accuracy,
+        details={
+            "config": dataclasses.asdict(config),
+            "method": "top blocks on cached frozen activations",
+            "frozen_blocks": acts.cut,
+            "views": views,
+            "epochs_run": len(history),
+            "trainable_parameters": sum(p.numel() for p in top.parameters()),
+            "seconds": round(time.perf_counter() - started + acts.seconds, 3),
+        },
+        seconds=time.perf_counter() - started + acts.seconds,
+    )

@@ -36,6 +36,8 @@ class Sample:
     label: int  # index into labels
     split: str  # "train" or "holdout"
     open_image: Callable[[], Image.Image]  # loads the image (from Django storage on the server)
+    # Near-duplicate group (its root's hash): cross-validation keeps a group within one fold.
+    group: str | None = None
 
 
 def split_for(sha256_hex: str, *, holdout_percent: int = 20) -> str:
@@ -75,6 +77,8 @@ class PipelineResult:
     model: Any = field(default=None, repr=False, compare=False)  # assembled torch model (ProbabilityClassifier)
     # Strategy decision record (StrategyDecision.to_record()); set by transfer_pipeline.
     decision: dict | None = None
+    # The measured selection (selection.SelectionOutcome) when one ran; not part of to_dict().
+    selection: Any = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict:
         """JSON-ready summary of the run."""

@@ -20,6 +20,8 @@ from typing import Any
 
 from training.ml.config import LinearProbeConfig
 
+#: Keys a measured selection adds to the decision record.
+_SELECTION_KEYS = ("candidates", "winner", "why", "comparison", "selection")
 STRATEGIES = ("linear_probe", "lower_layer_probe", "fine_tune", "from_scratch")
 _TABLE = {
     ("small", True): "linear_probe",
@@ -106,6 +108,47 @@ FROM_SCRATCH_DEFAULT = FineTuneConfig(
 
 
 @dataclass(frozen=True)
+class SelectionConfig:
+    """Measured selection (``training.ml.selection``): which candidates run, how they are compared.
+
+    Candidates are compared by stratified, group-aware k-fold cross-validation on the train
+    split only; one replaces the rule's choice only when a paired comparison over the same
+    out-of-fold photos puts the lower end of its 95% interval above 0.
+    """
+
+    folds: int = 5
+    # Fine-tuning the top blocks is a candidate when EVERY label has this many training photos.
+    fine_tune_min_per_label: int = 30
+    # Wall-clock budget of the whole selection (probes are nearly free; expensive ones wait).
+    budget_minutes: float = 60.0
+    # Lower-layer probe: taps (block of ``features``) x pooling grids, chosen by inner CV.
+    lower_blocks: tuple[int, ...] = (3, 6, 10, 13)
+    lower_grids: tuple[int, ...] = (1, 2)
+    # The fast fine-tuning candidate: the frozen part's activations are computed once per
+    # photo and view (a centre view + ``fine_tune_views`` fixed augmented views), then only the
+    # top ``fine_tune.trainable_blocks`` blocks and the head train on them.
+    fine_tune: FineTuneConfig = field(
+        default_factory=lambda: FineTuneConfig(epochs=20, patience=4, trainable_blocks=2, backbone_lr_mult=0.3)
+    )
+    fine_tune_views: int = 4
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.folds < 2 or self.fine_tune_min_per_label < 2 or self.fine_tune_views < 0:
+            raise ValueError("folds and fine_tune_min_per_label must be >= 2, fine_tune_views >= 0")
+        if not self.budget_minutes >= 0:
+            raise ValueError("budget_minutes must be >= 0")
+        if not self.lower_blocks or not self.lower_grids:
+            raise ValueError("lower_blocks and lower_grids must not be empty")
+        if any(not 0 <= b < 18 for b in self.lower_blocks) or any(g < 1 for g in self.lower_grids):
+            raise ValueError("lower_blocks must be in [0, 18) and lower_grids >= 1")
+        if self.fine_tune.trainable_blocks is None or not 1 <= self.fine_tune.trainable_blocks < 18:
+            raise ValueError("the fast fine-tuning candidate needs 1 <= trainable_blocks < 18")
+        object.__setattr__(self, "lower_blocks", tuple(int(b) for b in self.lower_blocks))
+        object.__setattr__(self, "lower_grids", tuple(int(g) for g in self.lower_grids))
+
+
+@dataclass(frozen=True)
 class StrategyDecision:
     """Which strategy runs and why; ``to_record()`` is stored with the training run."""
 
@@ -118,6 +161,8 @@ class StrategyDecision:
     override: str | None
     choice: str
     reason: str
+    # Measured selection (``selection.SelectionOutcome.to_record()``): candidates, winner, why.
+    selection: dict | None = None
 
     def to_record(self) -> dict:
         """JSON-ready record of inputs, measurements, thresholds, choice and reason."""
@@ -131,6 +176,7 @@ class StrategyDecision:
             "override": self.override,
             "choice": self.choice,
             "reason": self.reason,
+            **(self.selection or {}),
         }
 
     @classmethod
@@ -148,6 +194,7 @@ class StrategyDecision:
             override=record.get("override"),
             choice=record["choice"],
             reason=record["reason"],
+            selection={k: record[k] for k in _SELECTION_KEYS if k in record} or None,
         )
 
 

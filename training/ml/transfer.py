@@ -35,6 +35,7 @@ from training.ml.strategies import (
     FROM_SCRATCH_DEFAULT,
     FineTuneConfig,
     LowerLayerConfig,
+    SelectionConfig,
     StrategyDecision,
     StrategyThresholds,
     strategy_choose,
@@ -69,6 +70,7 @@ def transfer_pipeline(
     artifact_name: str = "model.onnx",
     similarity_max_photos: int = 400,
     export_cache: MutableMapping[str, bytes] | None = None,
+    selection: SelectionConfig | None = None,
 ) -> PipelineResult:
     """Train with the chosen strategy, evaluate on the holdout, export ONE verified ONNX file.
 
@@ -76,6 +78,9 @@ def transfer_pipeline(
     ``decision`` is a decision made earlier (e.g. shown to an admin) and is used as is.
     Similarity is measured on at most ``similarity_max_photos`` train photos (stratified).
     ``export_cache`` lets a linear probe reuse last night's export of the same backbone.
+    With ``selection`` (and no override) the rule's verdict is only the prior: the candidates
+    are cross-validated on the train split (``training.ml.selection``), the winner is refit on
+    all training photos, and the record lists every candidate.
     Raises like ``linear_probe_pipeline``; the result's ``decision`` holds the decision record
     and ``history`` the per-epoch training history.
     """
@@ -92,6 +97,7 @@ def transfer_pipeline(
     # Without a caller's cache, a local one still lets the probes reuse the similarity pass.
     cache: MutableMapping[str, Any] = feature_cache if feature_cache is not None else {}
     seconds: dict[str, float] = {}
+    measured_selection = None
 
     with torch_threads(num_threads) as threads:
         t0 = time.perf_counter()
@@ -107,6 +113,16 @@ def transfer_pipeline(
             chosen = decision
         elif strategy is not None:
             chosen = strategy_choose(label_counts=counts, similarity=None, thresholds=thresholds, override=strategy)
+            if selection is not None:
+                why = f"the admin's strategy override {strategy} wins: no candidates were trained"
+                chosen = dataclasses.replace(chosen, selection={"candidates": [], "winner": strategy, "why": why})
+        elif selection is not None:
+            chosen, measured_selection, lower = _decide_by_measurement(
+                train=train, counts=counts, cache=cache, top_ns=top_ns, net=net, preprocessing=preprocessing,
+                probe=probe, lower=lower, thresholds=thresholds, selection=selection, batch_size=batch_size,
+                similarity_max_photos=similarity_max_photos, report=report,
+            )
+            lower_ns = f"{top_ns}:lower{lower.block}x{lower.grid}"
         else:
             subset = _stratified_subset(train, limit=similarity_max_photos)
             if min(sum(1 for s in subset if s.label == i) for i in range(len(labels))) < 2:
@@ -140,6 +156,7 @@ def transfer_pipeline(
                 export_cache=export_cache,
             )
             result.decision = chosen.to_record()
+            result.selection = measured_selection
             result.config["decision"] = result.decision
             result.seconds = {**result.seconds, "decide": round(seconds["decide"], 3)}
             result.seconds["total"] = round(time.perf_counter() - started, 3)
@@ -172,21 +189,33 @@ def transfer_pipeline(
         # -- train ---------------------------------------------------------------------
         t0 = time.perf_counter()
         report("train", 0.0)
-        outcome, strategy_config = _strategy_train(
-            choice=chosen.choice,
-            train=train,
-            train_y=train_y,
-            labels=labels,
-            net=net,
-            backbone=backbone,
-            preprocessing=preprocessing,
-            lower=lower,
-            lower_x=lower_x,
-            fine_tune=fine_tune,
-            from_scratch=from_scratch,
-            batch_size=batch_size,
-            progress=lambda epoch, epochs: report("train", min(1.0, epoch / max(epochs, 1))),
-        )
+        train_progress = lambda epoch, epochs: report("train", min(1.0, epoch / max(epochs, 1)))  # noqa: E731
+        if chosen.choice == "fine_tune" and measured_selection is not None and measured_selection.acts is not None:
+            # The candidate that won: its frozen activations are already cached, refit on all photos.
+            from training.ml.networks import fine_tune_cached
+
+            strategy_config = selection.fine_tune
+            outcome = fine_tune_cached(
+                backbone=net, acts=measured_selection.acts, targets=train_y, num_classes=len(labels),
+                config=strategy_config, views=selection.fine_tune_views,
+                progress=train_progress,
+            )
+        else:
+            outcome, strategy_config = _strategy_train(
+                choice=chosen.choice,
+                train=train,
+                train_y=train_y,
+                labels=labels,
+                net=net,
+                backbone=backbone,
+                preprocessing=preprocessing,
+                lower=lower,
+                lower_x=lower_x,
+                fine_tune=fine_tune,
+                from_scratch=from_scratch,
+                batch_size=batch_size,
+                progress=train_progress,
+            )
         seconds["train"] = time.perf_counter() - t0
         report("train", 1.0)
 
@@ -233,6 +262,7 @@ def transfer_pipeline(
         "labels": list(labels),
         "backbone": {**dataclasses.asdict(backbone), "weights_sha256_or_name": fingerprint},
         "features_namespace": lower_ns if chosen.choice == "lower_layer_probe" else None,
+        "selection": dataclasses.asdict(selection) if measured_selection is not None else None,
         "preprocessing": preprocessing.to_manifest(),
         "strategy_config": dataclasses.asdict(strategy_config),
         "strategy_outcome": outcome.details,
@@ -264,7 +294,52 @@ def transfer_pipeline(
         config=config,
         model=outcome.model,
         decision=record,
+        selection=measured_selection,
     )
+
+
+def _decide_by_measurement(
+    *, train, counts, cache, top_ns, net, preprocessing, probe, lower, thresholds, selection, batch_size,
+    similarity_max_photos, report,
+):
+    """The rule's verdict (prior) and the measured selection; returns (decision, outcome, lower config).
+
+    One forward pass per new photo gives the top features and every lower-layer tap; the
+    similarity score (the rule's input) reads the default tap of a stratified subset of them.
+    """
+    import torch
+
+    from training.ml.selection import strategy_select, taps_features_cached
+    from training.ml.similarity import LayerFeatures, similarity_from_features
+
+    taps = [(b, g) for b in selection.lower_blocks for g in selection.lower_grids]
+    if (lower.block, lower.grid) not in taps:
+        taps.append((lower.block, lower.grid))
+    top_x, tap_x, computed = taps_features_cached(
+        samples=train, cache=cache, top_ns=top_ns, taps=taps, net=net, preprocessing=preprocessing,
+        batch_size=batch_size, progress=lambda done, total: report("decide", 0.3 * done / max(total, 1)),
+    )
+    position = {s.key: i for i, s in enumerate(train)}
+    subset = _stratified_subset(train, limit=similarity_max_photos)
+    if min(sum(1 for s in subset if s.label == i) for i in range(len(counts))) < 2:
+        raise PipelineError("measuring similarity needs at least 2 training photos per label")
+    rows = torch.as_tensor([position[s.key] for s in subset])
+    measured = similarity_from_features(
+        features=LayerFeatures(lower=tap_x[(lower.block, lower.grid)][rows], top=top_x[rows], block=lower.block,
+                               grid=lower.grid),
+        targets=[s.label for s in subset],
+        threshold=thresholds.similarity_min_score,
+    )
+    prior = strategy_choose(label_counts=counts, similarity=measured, thresholds=thresholds)
+    outcome = strategy_select(
+        decision=prior, config=selection, train=train, top_x=top_x, lower_x=tap_x, net=net,
+        preprocessing=preprocessing, probe=probe, uncached=computed,
+        report=lambda fraction: report("decide", 0.3 + 0.7 * fraction),
+    )
+    decision = dataclasses.replace(
+        prior, choice=outcome.winner, reason=f"{prior.reason}; measured: {outcome.why}", selection=outcome.to_record()
+    )
+    return decision, outcome, outcome.lower
 
 
 def _strategy_train(

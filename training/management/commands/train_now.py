@@ -42,6 +42,8 @@ class Command(BaseCommand):
             bar.close()
 
         self.stdout.write("Decision: " + json.dumps(run.decision, indent=2))
+        if run.decision.get("candidates") is not None:
+            self.stdout.write(candidates_table(run.decision))
         if run.gate:
             self.stdout.write(f"Gate: {run.gate.get('outcome')}: {run.gate.get('reason')}")
             self.stdout.write(json.dumps(_gate_scores(run.gate), indent=2))
@@ -71,3 +73,20 @@ def _gate_scores(gate: dict) -> dict:
     """The part of the gate record a person reads: both scores, what was compared, tolerances."""
     keys = ("champion", "candidate", "compared", "tolerance", "paired", "failures")
     return {key: gate[key] for key in keys if key in gate}
+
+
+def candidates_table(decision: dict) -> str:
+    """The measured selection as a table: each candidate's cross-validated accuracy, cost, outcome."""
+    rows = [("candidate", "CV accuracy (95% CI, n)", "seconds", "outcome")]
+    for c in decision["candidates"]:
+        score = c.get("cv_accuracy")
+        shown = f"{score['value']:.3f} ({score['ci95'][0]:.3f}-{score['ci95'][1]:.3f}, n={score['n']})" if score else "-"
+        if c.get("skipped"):
+            outcome = f"skipped: {c['skipped']}"
+        else:
+            outcome = "WINNER" if c["strategy"] == decision.get("winner") else ""
+        rows.append((c["strategy"], shown, f"{c.get('seconds', 0):.1f}", outcome))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    lines = ["  ".join(row[i].ljust(widths[i]) for i in range(3)) + "  " + row[3] for row in rows]
+    rule = f"rule's choice: {decision.get('rule_choice')}; shipped: {decision.get('winner')}"
+    return "\n".join(["Candidates (cross-validated on the train split):", *lines, rule, f"Why: {decision.get('why')}"])
