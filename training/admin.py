@@ -6,6 +6,7 @@ from django.http import Http404, HttpResponse, JsonResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
+from training.charts import candidate_score
 from training.models import DatasetSnapshot, ModelArtifact, ModelVersion, TrainingPolicy, TrainingRun
 from training.release_notes import accuracy_interval
 from training.services import training_run_cancel_request
@@ -61,14 +62,13 @@ class TrainingRunAdmin(admin.ModelAdmin):
         if not candidates:
             return "-"
         chosen = (run.decision or {}).get("strategy")
-        rows = (
-            (
+        rows = []
+        for c in candidates:
+            value, ci95, n, skipped = candidate_score(c)
+            rows.append((
                 c.get("strategy", ""), "\u2605" if c.get("strategy") == chosen else "",
-                _number(c.get("cv_accuracy")), _interval_text(c.get("ci95"), c.get("n")),
-                _number(c.get("seconds"), "{:.1f}"), c.get("skipped_reason") or "",
-            )
-            for c in candidates
-        )
+                _number(value), _interval_text(ci95, n), _number(c.get("seconds"), "{:.1f}"), skipped or "",
+            ))
         body = format_html_join("", "<tr>" + "<td>{}</td>" * 6 + "</tr>", rows)
         return format_html(
             "<table><thead><tr><th>strategy</th><th>shipped</th><th>cross-validated accuracy</th>"

@@ -30,11 +30,21 @@ def curve_png(*, history: Sequence[dict], best_epoch: int | None = None, title: 
         return _curve_pillow(history=history)
 
 
+def candidate_score(row: dict) -> tuple[float | None, list | None, int | None, str | None]:
+    """(accuracy, 95% interval, n, skipped reason) of one decision-record candidate.
+
+    The selection records ``cv_accuracy`` as ``proportion().to_dict()`` ({value, n, ci95}) and
+    the reason a candidate did not run as ``skipped``.
+    """
+    score = row.get("cv_accuracy") or {}
+    return score.get("value"), score.get("ci95"), score.get("n"), row.get("skipped")
+
+
 def candidates_png(*, candidates: Sequence[dict], chosen: str | None = None, title: str | None = None) -> bytes:
     """Cross-validated accuracy of each candidate strategy with its 95% interval, as PNG bytes.
 
-    ``candidates`` are the decision record's entries ({strategy, cv_accuracy, ci95, seconds,
-    skipped_reason}); skipped ones are listed with their reason instead of a point.
+    ``candidates`` are the decision record's entries (``training.ml.selection``); skipped ones
+    are listed with their reason instead of a point.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -46,9 +56,9 @@ def candidates_png(*, candidates: Sequence[dict], chosen: str | None = None, tit
     for y, row in enumerate(candidates):
         name = str(row.get("strategy", "?"))
         names.append(f"{name} (shipped)" if name == chosen else name)
-        value, ci95 = row.get("cv_accuracy"), row.get("ci95")
+        value, ci95, _n, skipped = candidate_score(row)
         if value is None:
-            axes.text(0.01, y, f"skipped: {row.get('skipped_reason') or 'not run'}", va="center", fontsize=9)
+            axes.text(0.01, y, f"skipped: {skipped or 'not run'}", va="center", fontsize=9)
             continue
         colour = "tab:green" if name == chosen else "tab:blue"
         if ci95:

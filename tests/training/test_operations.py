@@ -125,10 +125,10 @@ def test_the_run_page_leads_with_the_outcome_and_pictures_and_is_a_read_only_rec
     run = training_run_execute(project=colour_photos, trigger=TrainingRun.Trigger.MANUAL)
     # The decision record's candidates (added by the strategy selection), one of them skipped.
     run.decision = {**run.decision, "candidates": [
-        {"strategy": "linear_probe", "cv_accuracy": 0.91, "ci95": [0.85, 0.95], "seconds": 1.5,
-         "skipped_reason": None},
-        {"strategy": "fine_tune", "cv_accuracy": None, "ci95": None, "seconds": 0.0,
-         "skipped_reason": "over the nightly budget"},
+        {"strategy": "linear_probe", "cv_accuracy": {"value": 0.91, "successes": 91, "n": 100,
+         "ci95": [0.85, 0.95]}, "seconds": 1.5, "skipped": None, "params": {}},
+        {"strategy": "fine_tune", "cv_accuracy": None, "seconds": 0.0,
+         "skipped": "over the nightly budget", "params": {}},
     ]}
     run.save(update_fields=["decision"])
 
