@@ -286,6 +286,12 @@ REST_FRAMEWORK["NUM_PROXIES"] = PLATFORM_PROXY_COUNT
 # the pages: token API and login page; sign-up API and page.
 PLATFORM_LOGIN_RATE = env.str("PLATFORM_LOGIN_RATE", default="30/min")
 PLATFORM_SIGNUP_RATE = env.str("PLATFORM_SIGNUP_RATE", default="20/hour")
+# A school or office shares one address: each account signed up from it in the last
+# PLATFORM_SIGNUP_ACTIVE_DAYS that has since sent a photo (not rejected) adds
+# PLATFORM_SIGNUP_BONUS_PER_ACTIVE to that address's budget per period, up to _BONUS_MAX.
+PLATFORM_SIGNUP_BONUS_PER_ACTIVE = env.int("PLATFORM_SIGNUP_BONUS_PER_ACTIVE", default=2)
+PLATFORM_SIGNUP_BONUS_MAX = env.int("PLATFORM_SIGNUP_BONUS_MAX", default=200)
+PLATFORM_SIGNUP_ACTIVE_DAYS = env.int("PLATFORM_SIGNUP_ACTIVE_DAYS", default=30)
 # Failed logins (page, admin, token API) lock out one username from one address.
 AXES_FAILURE_LIMIT = env.int("PLATFORM_LOGIN_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = timedelta(minutes=env.int("PLATFORM_LOGIN_COOLOFF_MINUTES", default=15))

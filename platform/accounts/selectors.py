@@ -1,0 +1,24 @@
+"""Reads about accounts."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.utils import timezone
+
+
+def signup_active_count(*, address: str) -> int:
+    """Accounts signed up from ``address`` recently that have since sent a photo not rejected.
+
+    "Real activity" is a photo: an empty account made by a script adds nothing, a class whose
+    pupils start sending photos widens its school's budget for the next pupils.
+    """
+    since = timezone.now() - timedelta(days=settings.PLATFORM_SIGNUP_ACTIVE_DAYS)
+    return (
+        get_user_model()
+        .objects.filter(profile__signup_address=address, date_joined__gte=since, photos__isnull=False)
+        .exclude(photos__status="rejected")
+        .distinct()
+        .count()
+    )
