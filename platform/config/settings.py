@@ -211,6 +211,8 @@ PLATFORM_UPLOAD_DAILY_QUOTA = env.int("PLATFORM_UPLOAD_DAILY_QUOTA", default=200
 PLATFORM_SUSPICIOUS_UPLOADS_PER_HOUR = env.int("PLATFORM_SUSPICIOUS_UPLOADS_PER_HOUR", default=60)
 # The published model's probability for the claimed label below this flags "model disagrees".
 PLATFORM_MODEL_DISAGREEMENT_THRESHOLD = env.float("PLATFORM_MODEL_DISAGREEMENT_THRESHOLD", default=0.2)
+# Below this top probability the volunteer is told "the model is unsure: exactly the photo it needs".
+PLATFORM_MODEL_UNSURE_BELOW = env.float("PLATFORM_MODEL_UNSURE_BELOW", default=0.7)
 # A generated challenge picks a label whose holdout recall is below this target.
 PLATFORM_CHALLENGE_RECALL_TARGET = env.float("PLATFORM_CHALLENGE_RECALL_TARGET", default=0.9)
 

@@ -14,6 +14,7 @@ from challenges.services import challenge_get_or_generate_today
 from common.errors import DomainError, NotFound
 from common.files import stored_file_response
 from submissions.models import Photo
+from submissions.opinion import photo_annotate_for_volunteer
 from submissions.selectors import photo_get_viewable, photo_list_for_volunteer
 from submissions.services import photo_create
 
@@ -39,7 +40,11 @@ def home_page(request: HttpRequest) -> HttpResponse:
                 "labels": label_list_with_progress(project=project),
             }
         )
-    photos = photo_list_for_volunteer(volunteer=request.user)[:24] if request.user.is_authenticated else []
+    photos = (
+        photo_annotate_for_volunteer(photo_list_for_volunteer(volunteer=request.user)[:24])
+        if request.user.is_authenticated
+        else []
+    )
     return render(request, "home.html", {"boards": boards, "photos": photos, "form": UploadForm()})
 
 
@@ -65,7 +70,11 @@ def photo_upload_page(request: HttpRequest, challenge_id: int) -> HttpResponse:
     except DomainError as exc:
         messages.error(request, exc.message)
     else:
-        messages.success(request, "Thank you! Your photo is waiting for moderation.")
+        messages.success(
+            request,
+            "Thank you! People now check that its label is right (staff, or other volunteers where the "
+            "project lets them); your points arrive when it is approved.",
+        )
     return redirect("home")
 
 
