@@ -6,7 +6,7 @@ from django.shortcuts import render
 
 from challenges.selectors import project_list_active
 from leaderboards.models import ScoreTotal
-from leaderboards.selectors import leaderboard_get
+from leaderboards.selectors import leaderboard_get, leaderboard_rank_for
 
 
 def leaderboard_page(request: HttpRequest) -> HttpResponse:
@@ -17,9 +17,14 @@ def leaderboard_page(request: HttpRequest) -> HttpResponse:
     if period not in ScoreTotal.Period.values:
         period = ScoreTotal.Period.WEEK
     board = leaderboard_get(project=project, period=period) if project else None
+    me = (
+        leaderboard_rank_for(project=project, period=period, volunteer=request.user)
+        if project and request.user.is_authenticated
+        else None
+    )
     return render(
         request,
         "leaderboards/board.html",
         {"projects": projects, "project": project, "period": period, "board": board,
-         "periods": ScoreTotal.Period.choices},
+         "periods": ScoreTotal.Period.choices, "me": me},
     )
