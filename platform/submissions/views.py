@@ -26,10 +26,24 @@ class UploadForm(forms.Form):
     )
 
 
+PROJECT_SESSION_KEY = "home_project"
+
+
 def home_page(request: HttpRequest) -> HttpResponse:
-    """Today's challenge of every active project, and the volunteer's latest photos."""
+    """Today's challenge of one project (a picker when there are several), and my latest photos.
+
+    The project is ?project=<slug>, else the one chosen last time (kept in the session), else
+    the first active one: a volunteer meets one challenge at a time, not every project stacked.
+    """
+    projects = list(project_list_active())
+    by_slug = {p.slug: p for p in projects}
+    project = by_slug.get(request.GET.get("project", ""))
+    if project is not None:
+        request.session[PROJECT_SESSION_KEY] = project.slug
+    else:
+        project = by_slug.get(request.session.get(PROJECT_SESSION_KEY, ""), projects[0] if projects else None)
     boards = []
-    for project in project_list_active():
+    if project is not None:
         challenge = challenge_get_or_generate_today(project=project)
         boards.append(
             {
@@ -45,7 +59,10 @@ def home_page(request: HttpRequest) -> HttpResponse:
         if request.user.is_authenticated
         else []
     )
-    return render(request, "home.html", {"boards": boards, "photos": photos, "form": UploadForm()})
+    return render(
+        request, "home.html", {"boards": boards, "projects": projects, "project": project, "photos": photos,
+                               "form": UploadForm()}
+    )
 
 
 @login_required
