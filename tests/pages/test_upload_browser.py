@@ -2,6 +2,7 @@
 per-file progress, the next step in plain words, and the model's opinion once it is there."""
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 
@@ -63,7 +64,9 @@ def test_previews_need_a_label_each_and_labels_are_sent_per_photo(live_server, b
     page.screenshot(path=str(SCREENSHOT), full_page=True)
 
     photos = Photo.objects.filter(volunteer=volunteer)
-    assert {(p.upload_sha256 and p.label.name) for p in photos} == {"ants", "bees"}
+    # Each file went with its own label.
+    sent = {hashlib.sha256(path.read_bytes()).hexdigest(): label for path, label in [(ant, "ants"), (bee, "bees")]}
+    assert {p.upload_sha256: p.label.name for p in photos} == sent
     assert UploadIdempotencyKey.objects.filter(volunteer=volunteer).count() == 2
 
     # The same file again: refused, and the API's message is shown next to it.
