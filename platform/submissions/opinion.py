@@ -70,7 +70,7 @@ def photo_next_step(*, photo: Photo, review_time: ReviewTime | None = None) -> s
         reason = f" Reason: {photo.reject_reason}" if photo.reject_reason else ""
         return f"Not used for training, and it earns no points.{reason}"
     text = (
-        "Received. Next, people check that the label is right (staff, or other volunteers where "
+        "Next, people check that the label is right (staff, or other volunteers where "
         "the project lets them). Your points arrive when it is approved."
     )
     if photo.near_duplicate_of_id is not None:

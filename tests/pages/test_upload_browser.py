@@ -12,6 +12,7 @@ from tests.pages.conftest import log_in
 
 PASSWORD = "a long enough passphrase 42"
 SCREENSHOT = Path("/tmp/upload_page.png")
+PREVIEWS_SCREENSHOT = Path("/tmp/upload_previews.png")
 
 pytestmark = pytest.mark.browser
 BOTH = pytest.mark.parametrize(
@@ -48,6 +49,7 @@ def test_previews_need_a_label_each_and_labels_are_sent_per_photo(live_server, b
 
     form.get_by_label(f"Label of {ant.name}").select_option("ants")
     expect(send).to_have_text("Choose a label for photo 2")
+    page.screenshot(path=str(PREVIEWS_SCREENSHOT), full_page=True)
     expect(send).to_be_disabled()
     form.get_by_label(f"Label of {bee.name}").select_option("bees")
     expect(send).to_have_text("Send 2 photos")

@@ -203,7 +203,7 @@
       select.setAttribute("aria-label", "Label of " + file.name);
       var none = document.createElement("option");
       none.value = "";
-      none.textContent = "— what is in this photo? —";
+      none.textContent = "— choose a label —";
       select.append(none);
       choices.forEach(function (choice) {
         var option = document.createElement("option");
