@@ -17,8 +17,11 @@ def signup_active_count(*, address: str) -> int:
     since = timezone.now() - timedelta(days=settings.PLATFORM_SIGNUP_ACTIVE_DAYS)
     return (
         get_user_model()
-        .objects.filter(profile__signup_address=address, date_joined__gte=since, photos__isnull=False)
-        .exclude(photos__status="rejected")
+        # One filter() call: "some photo that is pending or approved" (an exclude() would drop an
+        # account for any rejected photo, even next to approved ones).
+        .objects.filter(
+            profile__signup_address=address, date_joined__gte=since, photos__status__in=("pending", "approved")
+        )
         .distinct()
         .count()
     )

@@ -48,7 +48,8 @@ def test_accounts_that_send_photos_widen_their_address_budget_and_empty_ones_do_
     # An empty account or a rejected photo is no activity.
     make_photo(project=project, volunteer=Profile.objects.get(user__username="pupil-2").user, status="rejected")
     assert _api_signup("pupil-3").status_code == 429
-    # One pupil sends a photo: two more pupils get in, then the budget is spent again.
+    # One pupil sends a photo (and had one rejected): two more pupils get in, then the budget is spent again.
+    make_photo(project=project, volunteer=Profile.objects.get(user__username="pupil-1").user, status="rejected")
     make_photo(project=project, volunteer=Profile.objects.get(user__username="pupil-1").user)
     assert _page_signup("pupil-3").status_code == 302
     assert _api_signup("pupil-4").status_code == 201
