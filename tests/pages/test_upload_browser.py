@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import jpeg_bytes
 from tests.pages.conftest import log_in
 
 PASSWORD = "a long enough passphrase 42"
@@ -86,7 +87,7 @@ def test_previews_need_a_label_each_and_labels_are_sent_per_photo(live_server, b
     assert loaded
 
 
-def test_the_page_shows_the_models_opinion_when_the_follow_up_has_scored(live_server, browser_page, challenge, hymenoptera):
+def test_the_page_shows_the_models_opinion_when_the_follow_up_has_scored(live_server, browser_page, challenge, tmp_path):
     """The follow-up runs after commit; the page polls the photo until the opinion is there."""
     from playwright.sync_api import expect
 
@@ -97,7 +98,8 @@ def test_the_page_shows_the_models_opinion_when_the_follow_up_has_scored(live_se
     page = browser_page
     log_in(page, live_server.url, "opinion", PASSWORD)
     form = page.locator("form.upload-form").first
-    ant = sorted((hymenoptera / "train" / "ants").glob("*.jpg"))[1]
+    ant = tmp_path / "red-ant.jpg"
+    ant.write_bytes(jpeg_bytes(size=(320, 240)))
     form.locator("input[name=image]").set_input_files(str(ant))
     form.get_by_label(f"Label of {ant.name}").select_option("ants")
     form.locator(".send-button").click()
