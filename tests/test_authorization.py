@@ -152,6 +152,7 @@ ROUTES = [
     Route("post", "/accounts/logout/", everyone(302)),
     Route("get", "/me/", signed_in(200, anonymous=LOGIN)),
     Route("get", "/me/photos/", signed_in(200, anonymous=LOGIN), pending_visible_to=frozenset({"owner"})),
+    Route("get", "/me/impact/", signed_in(200, anonymous=LOGIN)),
     Route("post", "/challenges/{challenge}/photos/", signed_in(302, anonymous=LOGIN), data=_upload, multipart=True),
     Route("get", "/photos/{pending}/image", owner_and_staff(200, anonymous=LOGIN)),
     Route("get", "/photos/{pending}/display", owner_and_staff(200, anonymous=404)),

@@ -5,15 +5,17 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from challenges.selectors import project_list_active
+from training.plain_summary import model_version_plain_summary
 from training.release_notes import release_notes_build
 from training.selectors import model_version_list
 
 
 def releases_page(request: HttpRequest) -> HttpResponse:
-    """Published model versions per active project, newest first, each compared with the one before."""
+    """Published model versions per active project, newest first: a plain summary for volunteers,
+    and the technical tables (holdout metrics, files, SHA-256) folded away except for staff."""
     projects = []
     for project in project_list_active():
-        versions = list(model_version_list(project_slug=project.slug))
+        versions = list(model_version_list(project_slug=project.slug).select_related("snapshot"))
         releases = []
         for index, version in enumerate(versions):
             previous = versions[index + 1] if index + 1 < len(versions) else None
@@ -25,6 +27,7 @@ def releases_page(request: HttpRequest) -> HttpResponse:
                         metrics=version.metrics, previous_metrics=previous.metrics if previous else None
                     ),
                     "artifacts": list(version.artifacts.all()),
+                    "plain": model_version_plain_summary(version=version),
                 }
             )
         projects.append({"project": project, "releases": releases})

@@ -1,14 +1,20 @@
 """Sign-up, token login and the volunteer's own profile (/me/) for the REST API."""
 from django.contrib.auth import authenticate, user_logged_in
 from drf_spectacular.utils import extend_schema
-from rest_framework import serializers, status
+from rest_framework import exceptions, serializers, status
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.services import profile_get_or_create, profile_update, token_get_or_create, volunteer_create
-from accounts.throttles import LoginRateThrottle, SignupRateThrottle, lockout_seconds
+from accounts.throttles import (
+    LoginRateThrottle,
+    SignupRateThrottle,
+    client_address,
+    lockout_seconds,
+    signup_refusal_message,
+)
 from common.errors import DomainError, TooManyRequests
 
 
@@ -27,11 +33,14 @@ class SignupApi(APIView):
         password = serializers.CharField(write_only=True, max_length=128)
         email = serializers.EmailField(required=False, default="")
 
+    def throttled(self, request: Request, wait: float | None) -> None:
+        raise exceptions.Throttled(wait, detail=signup_refusal_message(wait))
+
     @extend_schema(request=Input, responses={201: TokenOutput})
     def post(self, request: Request) -> Response:
         data = self.Input(data=request.data)
         data.is_valid(raise_exception=True)
-        user = volunteer_create(**data.validated_data)
+        user = volunteer_create(**data.validated_data, signup_address=client_address(request))
         return Response(
             {"username": user.username, "token": token_get_or_create(user=user)}, status=status.HTTP_201_CREATED
         )

@@ -16,6 +16,10 @@ class Profile(TimeStampedModel):
     )
     public_on_leaderboards = models.BooleanField(default=True, help_text="Opt-out: hidden from every board.")
     newsletter_opt_in = models.BooleanField(default=False)
+    signup_address = models.GenericIPAddressField(
+        null=True, blank=True, db_index=True,
+        help_text="The address the account signed up from: active accounts widen that address's sign-up budget.",
+    )
 
     class Meta:
         ordering = ["display_name"]

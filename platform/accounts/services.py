@@ -22,8 +22,12 @@ _DISPLAY_NAME_RE = re.compile(r"^[\w .'-]+$")
 _EMAIL_LIKE_RE = re.compile(r"@|\b[\w-]+\.(com|org|net|de|fr|uk|io|edu)\b", re.IGNORECASE)
 
 
-def volunteer_create(*, username: str, password: str, email: str = "") -> User:
-    """Create a (non-staff) volunteer account with a validated password and its profile."""
+def volunteer_create(*, username: str, password: str, email: str = "", signup_address: str | None = None) -> User:
+    """Create a (non-staff) volunteer account with a validated password and its profile.
+
+    ``signup_address`` (the client's address) lets the account widen that address's sign-up
+    budget once it shows activity (``accounts.throttles.SignupRateThrottle``).
+    """
     candidate = User(username=username, email=email)
     try:
         validate_password(password, user=candidate)
@@ -32,7 +36,10 @@ def volunteer_create(*, username: str, password: str, email: str = "") -> User:
     try:
         with transaction.atomic():
             user = User.objects.create_user(username=username, password=password, email=email)
-            profile_get_or_create(user=user)
+            profile = profile_get_or_create(user=user)
+            if signup_address:
+                profile.signup_address = signup_address
+                profile.save(update_fields=["signup_address", "updated_at"])
             return user
     except IntegrityError as exc:
         raise Conflict(f"The username {username!r} is taken.", code="username_taken") from exc

@@ -15,6 +15,8 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from rest_framework.throttling import BaseThrottle, SimpleRateThrottle
 
+from accounts.selectors import signup_active_count
+
 
 class _AddressRateThrottle(SimpleRateThrottle):
     """Counts per client address, at the rate in the setting ``rate_setting`` (read per request)."""
@@ -34,8 +36,39 @@ class LoginRateThrottle(_AddressRateThrottle):
 
 
 class SignupRateThrottle(_AddressRateThrottle):
+    """PLATFORM_SIGNUP_RATE per address, widened by the address's accounts that became active.
+
+    A school or an office signs up behind one address: the base budget lets the first ones
+    in, and every account from that address that went on to send a photo adds
+    PLATFORM_SIGNUP_BONUS_PER_ACTIVE more per period (up to PLATFORM_SIGNUP_BONUS_MAX). A
+    script that makes empty accounts gains nothing. The database is asked only once the base
+    budget is spent.
+    """
+
     scope = "signup"
     rate_setting = "PLATFORM_SIGNUP_RATE"
+
+    def allow_request(self, request, view) -> bool:
+        if self.rate is not None and len(self.cache.get(self.get_cache_key(request, view), [])) >= self.num_requests:
+            self.num_requests += signup_bonus(address=self.get_ident(request))
+        return super().allow_request(request, view)
+
+
+def signup_bonus(*, address: str) -> int:
+    """Extra sign-ups per period for an address, earned by its accounts that became active."""
+    active = signup_active_count(address=address)
+    return min(active * settings.PLATFORM_SIGNUP_BONUS_PER_ACTIVE, settings.PLATFORM_SIGNUP_BONUS_MAX)
+
+
+def signup_refusal_message(wait_seconds: float | None) -> str:
+    """Plain words for a refused sign-up: why, and when to try again."""
+    minutes = max(1, math.ceil((wait_seconds or 60) / 60))
+    return (
+        "Too many attempts from your network: many accounts were made from this address in the "
+        f"last hour (a school or an office shares one). Please try again in about {minutes} "
+        f"minute{'s' if minutes != 1 else ''}; the more of your network's accounts send photos, "
+        "the more new accounts it can make."
+    )
 
 
 def client_address(request: HttpRequest) -> str:

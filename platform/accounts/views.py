@@ -9,7 +9,13 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 
 from accounts.services import profile_get_or_create, profile_update, volunteer_create
-from accounts.throttles import LoginRateThrottle, SignupRateThrottle, page_throttled
+from accounts.throttles import (
+    LoginRateThrottle,
+    SignupRateThrottle,
+    client_address,
+    page_throttled,
+    signup_refusal_message,
+)
 from common.errors import DomainError
 
 
@@ -18,9 +24,21 @@ class SignupForm(UserCreationForm):
 
 
 def signup_page(request: HttpRequest) -> HttpResponse:
-    """Create a volunteer account and log it in."""
+    """Create a volunteer account and log it in.
+
+    A refusal for the address's budget keeps what was typed (except the passwords) and says
+    when to try again, with a 429 and Retry-After.
+    """
     if request.method == "POST" and (refusal := page_throttled(request, SignupRateThrottle)):
-        return refusal
+        kept = {key: request.POST.get(key, "") for key in ("username", "email")}
+        response = render(
+            request,
+            "accounts/signup.html",
+            {"form": SignupForm(initial=kept), "refusal": signup_refusal_message(int(refusal["Retry-After"]))},
+            status=429,
+        )
+        response["Retry-After"] = refusal["Retry-After"]
+        return response
     form = SignupForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
@@ -28,6 +46,7 @@ def signup_page(request: HttpRequest) -> HttpResponse:
                 username=form.cleaned_data["username"],
                 password=form.cleaned_data["password1"],
                 email=form.cleaned_data.get("email", ""),
+                signup_address=client_address(request),
             )
         except DomainError as exc:
             form.add_error(None, exc.message)

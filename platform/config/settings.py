@@ -216,6 +216,8 @@ PLATFORM_UPLOAD_DAILY_QUOTA = env.int("PLATFORM_UPLOAD_DAILY_QUOTA", default=200
 PLATFORM_SUSPICIOUS_UPLOADS_PER_HOUR = env.int("PLATFORM_SUSPICIOUS_UPLOADS_PER_HOUR", default=60)
 # The published model's probability for the claimed label below this flags "model disagrees".
 PLATFORM_MODEL_DISAGREEMENT_THRESHOLD = env.float("PLATFORM_MODEL_DISAGREEMENT_THRESHOLD", default=0.2)
+# Below this top probability the volunteer is told "the model is unsure: exactly the photo it needs".
+PLATFORM_MODEL_UNSURE_BELOW = env.float("PLATFORM_MODEL_UNSURE_BELOW", default=0.7)
 # A generated challenge picks a label whose holdout recall is below this target.
 PLATFORM_CHALLENGE_RECALL_TARGET = env.float("PLATFORM_CHALLENGE_RECALL_TARGET", default=0.9)
 
@@ -327,6 +329,12 @@ REST_FRAMEWORK["NUM_PROXIES"] = PLATFORM_PROXY_COUNT
 # the pages: token API and login page; sign-up API and page.
 PLATFORM_LOGIN_RATE = env.str("PLATFORM_LOGIN_RATE", default="30/min")
 PLATFORM_SIGNUP_RATE = env.str("PLATFORM_SIGNUP_RATE", default="20/hour")
+# A school or office shares one address: each account signed up from it in the last
+# PLATFORM_SIGNUP_ACTIVE_DAYS that has since sent a photo (not rejected) adds
+# PLATFORM_SIGNUP_BONUS_PER_ACTIVE to that address's budget per period, up to _BONUS_MAX.
+PLATFORM_SIGNUP_BONUS_PER_ACTIVE = env.int("PLATFORM_SIGNUP_BONUS_PER_ACTIVE", default=2)
+PLATFORM_SIGNUP_BONUS_MAX = env.int("PLATFORM_SIGNUP_BONUS_MAX", default=200)
+PLATFORM_SIGNUP_ACTIVE_DAYS = env.int("PLATFORM_SIGNUP_ACTIVE_DAYS", default=30)
 # Failed logins (page, admin, token API) lock out one username from one address.
 AXES_FAILURE_LIMIT = env.int("PLATFORM_LOGIN_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = timedelta(minutes=env.int("PLATFORM_LOGIN_COOLOFF_MINUTES", default=15))

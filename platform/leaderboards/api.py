@@ -11,7 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from challenges.selectors import project_get
-from leaderboards.selectors import leaderboard_get, volunteer_impact
+from leaderboards.selectors import leaderboard_get, leaderboard_rank_for, volunteer_impact
 
 
 class BoardEntryOutput(serializers.Serializer):
@@ -23,11 +23,20 @@ class BoardEntryOutput(serializers.Serializer):
     pinned = serializers.BooleanField()
 
 
+class MyRankOutput(serializers.Serializer):
+    rank = serializers.IntegerField(allow_null=True, help_text="Null without points in the period.")
+    points = serializers.DecimalField(max_digits=12, decimal_places=2)
+    photos = serializers.IntegerField()
+    on_board = serializers.BooleanField(help_text="False when opted out or hidden: only you see this rank.")
+    ranked = serializers.IntegerField(help_text="How many volunteers the board ranks.")
+
+
 class BoardOutput(serializers.Serializer):
     project = serializers.CharField(source="project.slug")
     period = serializers.CharField()
     period_start = serializers.DateField()
     entries = BoardEntryOutput(many=True)
+    me = MyRankOutput(allow_null=True, help_text="The caller's own place (even outside `limit`); null when anonymous.")
 
 
 class LeaderboardApi(APIView):
@@ -51,10 +60,14 @@ class LeaderboardApi(APIView):
         query = self.Query(data=request.query_params)
         query.is_valid(raise_exception=True)
         project = project_get(slug=slug)
-        board = leaderboard_get(
-            project=project, period=period, day=query.validated_data.get("date"), limit=query.validated_data["limit"]
+        day = query.validated_data.get("date")
+        board = leaderboard_get(project=project, period=period, day=day, limit=query.validated_data["limit"])
+        me = (
+            leaderboard_rank_for(project=project, period=period, volunteer=request.user, day=day)
+            if request.user.is_authenticated
+            else None
         )
-        return Response(BoardOutput(board).data)
+        return Response(BoardOutput({**vars(board), "me": me}).data)
 
 
 class ImpactOutput(serializers.Serializer):

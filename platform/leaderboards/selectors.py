@@ -63,9 +63,7 @@ def leaderboard_get(*, project: Project, period: str, day: dt.date | None = None
         project=project, volunteer=OuterRef("volunteer"), period=ScoreTotal.Period.ALL, period_start=ALL_TIME_START
     )
     rows = (
-        ScoreTotal.objects.filter(project=project, period=period, period_start=start, points__gt=0)
-        .filter(volunteer__profile__public_on_leaderboards=True)
-        .exclude(Exists(flags.filter(Q(hidden=True) | Q(disqualified=True))))
+        _board_rows(project=project, period=period, start=start)
         .annotate(
             is_pinned=Exists(flags.filter(pinned=True)),
             streak_now=Coalesce(Subquery(all_time.values("streak_current")[:1]), Value(0), output_field=IntegerField()),
@@ -89,6 +87,49 @@ def leaderboard_get(*, project: Project, period: str, day: dt.date | None = None
     # Pinned first, each group in rank order (sorted() is stable).
     entries = sorted(ranked, key=lambda entry: not entry.pinned)
     return Board(project=project, period=period, period_start=start, entries=entries)
+
+
+def _board_rows(*, project: Project, period: str, start: dt.date):
+    """The ScoreTotal rows a board shows: points, public profile, neither hidden nor disqualified."""
+    flags = LeaderboardFlag.objects.filter(project=project, volunteer=OuterRef("volunteer"))
+    return (
+        ScoreTotal.objects.filter(project=project, period=period, period_start=start, points__gt=0)
+        .filter(volunteer__profile__public_on_leaderboards=True)
+        .exclude(Exists(flags.filter(Q(hidden=True) | Q(disqualified=True))))
+    )
+
+
+@dataclass(frozen=True)
+class MyRank:
+    """A volunteer's own place on a board, even outside its top `limit`.
+
+    ``rank`` counts the shown volunteers with more points, plus one (ties share a rank, as on
+    the board); None without points in the period. ``on_board`` is False for a volunteer who
+    opted out or was hidden: they still see where they would stand, the others do not see them.
+    """
+
+    rank: int | None
+    points: Decimal
+    photos: int
+    on_board: bool
+    ranked: int
+
+
+def leaderboard_rank_for(
+    *, project: Project, period: str, volunteer: AbstractBaseUser, day: dt.date | None = None
+) -> MyRank:
+    """The volunteer's rank and points on one board (three small queries whatever the board's size)."""
+    start = period_start_for(period=period, day=day or project_today(project=project))
+    rows = _board_rows(project=project, period=period, start=start)
+    mine = ScoreTotal.objects.filter(
+        project=project, period=period, period_start=start, volunteer=volunteer
+    ).only("points", "photos").first()
+    ranked = rows.count()
+    if mine is None or mine.points <= 0:
+        return MyRank(rank=None, points=Decimal(0), photos=mine.photos if mine else 0, on_board=False, ranked=ranked)
+    above = rows.filter(points__gt=mine.points).exclude(volunteer=volunteer).count()
+    on_board = rows.filter(volunteer=volunteer).exists()
+    return MyRank(rank=above + 1, points=mine.points, photos=mine.photos, on_board=on_board, ranked=ranked)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 from django.urls import path
 
 from leaderboards.api import LeaderboardApi, VolunteerImpactApi
-from leaderboards.views import leaderboard_page
+from leaderboards.views import impact_page, leaderboard_page
 
 api_urlpatterns = [
     path("projects/<slug:slug>/leaderboards/<str:period>/", LeaderboardApi.as_view(), name="api-leaderboard"),
@@ -10,4 +10,5 @@ api_urlpatterns = [
 ]
 urlpatterns = [
     path("leaderboards/", leaderboard_page, name="leaderboards"),
+    path("me/impact/", impact_page, name="my-impact"),
 ]

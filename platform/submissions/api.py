@@ -3,7 +3,7 @@ from django.conf import settings
 from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
 from django_filters.rest_framework import DjangoFilterBackend
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.generics import ListAPIView
 from rest_framework.parsers import MultiPartParser
@@ -17,6 +17,7 @@ from challenges.models import Challenge
 from common.errors import ValidationFailed
 from submissions.filters import ModerationPhotoFilter, PhotoFilter
 from submissions.models import Photo
+from submissions.opinion import photo_model_opinion, photo_next_step, photo_review_time
 from submissions.selectors import photo_get_for_volunteer, photo_list_for_moderation, photo_list_for_volunteer
 from submissions.services import photo_delete, photo_moderate, photo_upload
 from submissions.signed_urls import photo_copy_url
@@ -52,6 +53,18 @@ class PhotoOutput(serializers.Serializer):
     thumbnail_url = serializers.SerializerMethodField()
     created_at = serializers.DateTimeField()
     bonus = serializers.SerializerMethodField(help_text="Approved: why it earned a bonus (the model got it wrong).")
+    model_opinion = serializers.SerializerMethodField(
+        help_text="What the published model thinks of the photo: {label, confidence, agrees, unsure, message}; "
+        "null until the upload follow-up has scored it (seconds after the upload) or without a published model."
+    )
+    next_step = serializers.SerializerMethodField(help_text="Plain words: what happens next, when points arrive.")
+
+    @extend_schema_field({"type": "object", "nullable": True})
+    def get_model_opinion(self, photo: Photo) -> dict | None:
+        return photo_model_opinion(photo=photo)
+
+    def get_next_step(self, photo: Photo) -> str:
+        return photo_next_step(photo=photo, review_time=self.context.get("review_time"))
 
     def get_near_duplicate(self, photo: Photo) -> bool:
         return photo.near_duplicate_of_id is not None
@@ -145,7 +158,8 @@ class PhotoListCreateApi(ListAPIView):
             idempotency_key=key,
         )
         headers = {"Idempotent-Replayed": "true"} if result.replayed else None
-        body = PhotoOutput(result.photo, context={"request": request}).data
+        context = {"request": request, "review_time": photo_review_time(project_id=challenge.project_id)}
+        body = PhotoOutput(result.photo, context=context).data
         return Response(body, status=status.HTTP_201_CREATED, headers=headers)
 
 
@@ -157,7 +171,8 @@ class PhotoDetailApi(APIView):
     @extend_schema(responses=PhotoOutput)
     def get(self, request: Request, photo_id) -> Response:
         photo = photo_get_for_volunteer(volunteer=request.user, public_id=photo_id)
-        return Response(PhotoOutput(photo, context={"request": request}).data)
+        context = {"request": request, "review_time": photo_review_time(project_id=photo.project_id)}
+        return Response(PhotoOutput(photo, context=context).data)
 
     @extend_schema(responses={204: None, 404: OpenApiResponse(description="not_found"),
                               409: OpenApiResponse(description="not_pending")})

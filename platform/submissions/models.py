@@ -95,6 +95,12 @@ class Photo(TimeStampedModel):
     model_confidence = models.FloatField(
         null=True, blank=True, help_text="The current published model's probability for the claimed label."
     )
+    model_top_label = models.CharField(
+        max_length=64, blank=True, help_text="The label the published model scored highest (empty: not scored yet)."
+    )
+    model_top_confidence = models.FloatField(
+        null=True, blank=True, help_text="The published model's probability for `model_top_label`."
+    )
     flag_model_disagreement = models.BooleanField(default=False)
     flag_suspicious_volume = models.BooleanField(default=False)
     featured = models.BooleanField(default=False, db_index=True)

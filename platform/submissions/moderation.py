@@ -83,11 +83,15 @@ def photo_relabel(*, photo: Photo, label: Label, moderator: AbstractBaseUser) ->
     previous = photo.label
     photo.label = label
     photo.model_confidence = None
+    photo.model_top_label, photo.model_top_confidence = "", None
     photo.flag_model_disagreement = False
     photo.followups_pending = True
     with transaction.atomic():
         photo.save(
-            update_fields=["label", "model_confidence", "flag_model_disagreement", "followups_pending", "updated_at"]
+            update_fields=[
+                "label", "model_confidence", "model_top_label", "model_top_confidence", "flag_model_disagreement",
+                "followups_pending", "updated_at",
+            ]
         )
         _log_change(photo=photo, user=moderator, message=f"Relabelled from {previous.name} to {label.name}.")
         transaction.on_commit(lambda: _score_later(photo_id=photo.pk))
@@ -265,13 +269,16 @@ def photo_score_with_model(*, photo: Photo) -> float | None:
             array = image_to_array(image, preprocessing=preprocessing)
     probabilities = onnx_predict(path_or_bytes=session, batch=array[None])
     confidence = float(probabilities[0][labels.index(photo.label.name)])
+    top = int(probabilities[0].argmax())
     threshold = settings.PLATFORM_MODEL_DISAGREEMENT_THRESHOLD
     photo.model_confidence = confidence
+    photo.model_top_label, photo.model_top_confidence = labels[top], float(probabilities[0][top])
     photo.flag_model_disagreement = confidence < threshold
     # update(): touch only the score, never a moderator's concurrent decision; and only if
     # the label is still the one scored (a relabel in between re-queues its own scoring).
     Photo.objects.filter(pk=photo.pk, label_id=photo.label_id).update(
-        model_confidence=photo.model_confidence, flag_model_disagreement=photo.flag_model_disagreement
+        model_confidence=photo.model_confidence, flag_model_disagreement=photo.flag_model_disagreement,
+        model_top_label=photo.model_top_label, model_top_confidence=photo.model_top_confidence,
     )
     return confidence
 

@@ -14,6 +14,7 @@ from challenges.services import challenge_get_or_generate_today
 from common.errors import DomainError, NotFound
 from common.files import stored_file_response
 from submissions.models import Photo
+from submissions.opinion import photo_annotate_for_volunteer
 from submissions.selectors import photo_get_viewable, photo_list_for_volunteer
 from submissions.services import photo_create
 from submissions.signed_urls import COPIES, PRIVATE_CACHE_CONTROL, SIGNATURE_PARAMETER, photo_copy_signature_valid
@@ -30,10 +31,24 @@ class UploadForm(forms.Form):
     )
 
 
+PROJECT_SESSION_KEY = "home_project"
+
+
 def home_page(request: HttpRequest) -> HttpResponse:
-    """Today's challenge of every active project, and the volunteer's latest photos."""
+    """Today's challenge of one project (a picker when there are several), and my latest photos.
+
+    The project is ?project=<slug>, else the one chosen last time (kept in the session), else
+    the first active one: a volunteer meets one challenge at a time, not every project stacked.
+    """
+    projects = list(project_list_active())
+    by_slug = {p.slug: p for p in projects}
+    project = by_slug.get(request.GET.get("project", ""))
+    if project is not None:
+        request.session[PROJECT_SESSION_KEY] = project.slug
+    else:
+        project = by_slug.get(request.session.get(PROJECT_SESSION_KEY, ""), projects[0] if projects else None)
     boards = []
-    for project in project_list_active():
+    if project is not None:
         challenge = challenge_get_or_generate_today(project=project)
         boards.append(
             {
@@ -44,8 +59,15 @@ def home_page(request: HttpRequest) -> HttpResponse:
                 "labels": label_list_with_progress(project=project),
             }
         )
-    photos = photo_list_for_volunteer(volunteer=request.user)[:24] if request.user.is_authenticated else []
-    return render(request, "home.html", {"boards": boards, "photos": photos, "form": UploadForm()})
+    photos = (
+        photo_annotate_for_volunteer(photo_list_for_volunteer(volunteer=request.user)[:24])
+        if request.user.is_authenticated
+        else []
+    )
+    return render(
+        request, "home.html", {"boards": boards, "projects": projects, "project": project, "photos": photos,
+                               "form": UploadForm()}
+    )
 
 
 @login_required
@@ -70,7 +92,11 @@ def photo_upload_page(request: HttpRequest, challenge_id: int) -> HttpResponse:
     except DomainError as exc:
         messages.error(request, exc.message)
     else:
-        messages.success(request, "Thank you! Your photo is waiting for moderation.")
+        messages.success(
+            request,
+            "Thank you! People now check that its label is right (staff, or other volunteers where the "
+            "project lets them); your points arrive when it is approved.",
+        )
     return redirect("home")
 
 

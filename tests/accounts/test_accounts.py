@@ -59,6 +59,6 @@ def test_web_signup_login_and_upload_page(client, challenge):
         {"label": "ants", "image": SimpleUploadedFile("a.jpg", jpeg_bytes(), "image/jpeg")},
         follow=True,
     )
-    assert b"waiting for moderation" in page.content
+    assert b"your points arrive when it is approved" in page.content
     assert Photo.objects.get().volunteer.username == "web"
     assert b"my-photos" in page.content

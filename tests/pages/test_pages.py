@@ -65,7 +65,7 @@ def test_my_photos_shows_status_reason_featured_and_paginates(client, volunteer,
     first = client.get(reverse("my-photos")).content.decode()
     assert "26 photos" in first and "Page 1 of 2" in first
     assert first.count(reverse("photo-image", args=["00000000-0000-0000-0000-000000000000"])[:8]) >= 24
-    assert "Pending" in first
+    assert "Waiting for a check" in first and "points arrive when it is approved" in first  # not a bare "Pending"
     assert reverse("photo-thumbnail", args=[newest.public_id]) in first  # small copy when there is one
 
     second = client.get(reverse("my-photos") + "?page=2").content.decode()

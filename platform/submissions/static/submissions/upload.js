@@ -1,11 +1,16 @@
-/* Several photos per challenge: drag and drop or pick, one XMLHttpRequest per file to the
- * REST API with a progress bar each. Without JavaScript the form stays a plain one-photo form.
- * Every file gets its own Idempotency-Key, reused on retries, so a retried upload is never
- * stored twice. */
+/* Several photos per challenge: drag and drop or pick; each chosen photo is previewed with a
+ * label of its own (none by default: a batch is never silently labelled), and the send button
+ * says which photos still need one. Then one XMLHttpRequest per file to the REST API with a
+ * progress bar each, the next step in plain words, and the model's opinion once the upload
+ * follow-up has scored the photo (polled for a few seconds). Without JavaScript the form stays
+ * a plain one-photo form. Every file gets its own Idempotency-Key, reused on retries, so a
+ * retried upload is never stored twice. */
 (function () {
   "use strict";
 
   var MAX_ATTEMPTS = 3;
+  var OPINION_POLLS = 8;          // the follow-up runs after commit: usually within a few seconds
+  var OPINION_POLL_MS = 1500;
 
   function randomKey() {
     if (window.crypto && crypto.randomUUID) {
@@ -48,7 +53,7 @@
     label.textContent = photo.label;
     var status = document.createElement("span");
     status.className = "status-" + photo.status;
-    status.textContent = photo.status.charAt(0).toUpperCase() + photo.status.slice(1);
+    status.textContent = photo.status === "pending" ? "Waiting for a check" : photo.status.charAt(0).toUpperCase() + photo.status.slice(1);
     item.append(img, label, " · ", status);
     item.dataset.photoId = photo.id;
     list.prepend(item);
@@ -92,9 +97,15 @@
       xhr.onload = function () {
         if (xhr.status === 201 || xhr.status === 200) {
           bar.value = 100;
-          result.textContent = "accepted";
+          var photo = JSON.parse(xhr.responseText);
+          result.textContent = "Received.";
           result.className = "result accepted";
-          try { appendToMyPhotos(JSON.parse(xhr.responseText), file); } catch (e) { /* list refresh is cosmetic */ }
+          var next = document.createElement("div");
+          next.className = "next-step muted";
+          next.textContent = photo.next_step || "";
+          row.append(next);
+          showOpinion(form, photo, row, 0);
+          try { appendToMyPhotos(photo, file); } catch (e) { /* list refresh is cosmetic */ }
         } else if (xhr.status >= 500 && attempt < MAX_ATTEMPTS) {
           retry();
         } else {
@@ -123,9 +134,126 @@
     send();
   }
 
-  function uploadAll(form, files) {
-    var label = form.querySelector("select[name=label]").value;
-    Array.prototype.forEach.call(files, function (file) { uploadOne(form, file, label); });
+  function showOpinion(form, photo, row, polls) {
+    if (photo.model_opinion) {
+      var opinion = document.createElement("div");
+      opinion.className = "model-opinion" + (photo.model_opinion.agrees && !photo.model_opinion.unsure ? "" : " needed");
+      opinion.textContent = photo.model_opinion.message;
+      row.append(opinion);
+      return;
+    }
+    if (polls >= OPINION_POLLS) return;  // no published model yet, or a busy worker: /me/photos/ shows it later
+    setTimeout(function () {
+      var xhr = new XMLHttpRequest();
+      xhr.open("GET", form.dataset.apiUrl + photo.id + "/");
+      xhr.setRequestHeader("Accept", "application/json");
+      xhr.onload = function () {
+        if (xhr.status === 200) {
+          try { showOpinion(form, JSON.parse(xhr.responseText), row, polls + 1); } catch (e) { /* stop polling */ }
+        }
+      };
+      xhr.send();
+    }, OPINION_POLL_MS);
+  }
+
+  function labelChoices(form) {
+    return Array.prototype.filter.call(form.querySelector("select[name=label]").options, function (option) {
+      return option.value;
+    }).map(function (option) { return { name: option.value, example: option.dataset.example || "" }; });
+  }
+
+  function updateSendButton(form) {
+    var button = form.querySelector(".send-button");
+    var items = form._previews;
+    var missing = [];
+    items.forEach(function (item, index) {
+      var needs = !item.select.value;
+      item.row.classList.toggle("needs-label", needs);
+      if (needs) missing.push(index + 1);
+    });
+    if (!items.length) {
+      button.disabled = true;
+      button.textContent = "Choose photos first";
+    } else if (missing.length) {
+      button.disabled = true;
+      button.textContent = "Choose a label for photo" + (missing.length > 1 ? "s " : " ") + missing.join(", ");
+    } else {
+      button.disabled = false;
+      button.textContent = "Send " + items.length + " photo" + (items.length > 1 ? "s" : "");
+    }
+  }
+
+  function addPreviews(form, files) {
+    var list = form.querySelector(".previews");
+    var choices = labelChoices(form);
+    Array.prototype.forEach.call(files, function (file) {
+      var row = document.createElement("li");
+      var number = form._previews.length + 1;
+      var img = document.createElement("img");
+      img.className = "preview";
+      img.alt = "Preview of " + file.name;
+      var url = URL.createObjectURL(file);
+      img.src = url;
+      var pick = document.createElement("div");
+      pick.className = "pick";
+      var name = document.createElement("div");
+      name.className = "name";
+      name.textContent = file.name;
+      var select = document.createElement("select");
+      select.setAttribute("aria-label", "Label of " + file.name);
+      var none = document.createElement("option");
+      none.value = "";
+      none.textContent = "— choose a label —";
+      select.append(none);
+      choices.forEach(function (choice) {
+        var option = document.createElement("option");
+        option.value = choice.name;
+        option.textContent = choice.name;
+        select.append(option);
+      });
+      var example = document.createElement("img");
+      example.className = "example";
+      example.hidden = true;
+      select.addEventListener("change", function () {
+        var chosen = choices.filter(function (c) { return c.name === select.value; })[0];
+        example.hidden = !(chosen && chosen.example);
+        if (chosen && chosen.example) {
+          example.src = chosen.example;
+          example.alt = "Example photo of " + chosen.name;
+        }
+        updateSendButton(form);
+      });
+      var remove = document.createElement("button");
+      remove.type = "button";
+      remove.className = "link";
+      remove.textContent = "Remove";
+      remove.setAttribute("aria-label", "Remove " + file.name);
+      var item = { file: file, row: row, select: select, url: url };
+      remove.addEventListener("click", function () {
+        form._previews.splice(form._previews.indexOf(item), 1);
+        URL.revokeObjectURL(url);
+        row.remove();
+        updateSendButton(form);
+      });
+      pick.append(name, select);
+      row.append(img, pick, example, remove);
+      row.dataset.number = number;
+      list.append(row);
+      form._previews.push(item);
+    });
+    updateSendButton(form);
+  }
+
+  function sendPreviews(form) {
+    var items = form._previews.filter(function (item) { return item.select.value; });
+    if (items.length !== form._previews.length) return;  // the button is disabled: never a silent default
+    form._previews = [];
+    items.forEach(function (item) {
+      uploadOne(form, item.file, item.select.value);
+      URL.revokeObjectURL(item.url);
+      item.row.remove();
+    });
+    updateSendButton(form);
   }
 
   function enhance(form) {
@@ -137,11 +265,16 @@
     input.classList.add("visually-hidden");
     form.querySelectorAll(".js-only").forEach(function (el) { el.hidden = false; });
     form.querySelector(".no-js-submit").hidden = true;
+    // Each photo gets its own label in its preview; the form-wide choice is for the plain form.
+    form.querySelector(".no-js-label").hidden = true;
+    form.querySelector("select[name=label]").required = false;
+    form._previews = [];
+    form.querySelector(".send-button").addEventListener("click", function () { sendPreviews(form); });
 
     [input, camera].forEach(function (field) {
       if (!field) return;
       field.addEventListener("change", function () {
-        if (field.files.length) uploadAll(form, field.files);
+        if (field.files.length) addPreviews(form, field.files);
         field.value = "";
       });
     });
@@ -152,14 +285,14 @@
       zone.addEventListener(type, function (event) { event.preventDefault(); zone.classList.remove("dragover"); });
     });
     zone.addEventListener("drop", function (event) {
-      if (event.dataTransfer && event.dataTransfer.files.length) uploadAll(form, event.dataTransfer.files);
+      if (event.dataTransfer && event.dataTransfer.files.length) addPreviews(form, event.dataTransfer.files);
     });
     form.addEventListener("submit", function (event) {
       event.preventDefault();
-      if (input.files.length) uploadAll(form, input.files);
+      sendPreviews(form);
     });
   }
 
-  if (!window.XMLHttpRequest || !window.FormData || !window.crypto) return;
+  if (!window.XMLHttpRequest || !window.FormData || !window.crypto || !window.URL || !URL.createObjectURL) return;
   document.querySelectorAll("form.upload-form").forEach(enhance);
 })();
