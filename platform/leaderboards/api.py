@@ -25,7 +25,7 @@ class BoardEntryOutput(serializers.Serializer):
 
 class MyRankOutput(serializers.Serializer):
     rank = serializers.IntegerField(allow_null=True, help_text="Null without points in the period.")
-    points = serializers.DecimalField(max_digits=12, decimal_places=2)
+    points = serializers.IntegerField()
     photos = serializers.IntegerField()
     on_board = serializers.BooleanField(help_text="False when opted out or hidden: only you see this rank.")
     ranked = serializers.IntegerField(help_text="How many volunteers the board ranks.")

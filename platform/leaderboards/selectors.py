@@ -109,7 +109,7 @@ class MyRank:
     """
 
     rank: int | None
-    points: Decimal
+    points: int
     photos: int
     on_board: bool
     ranked: int
@@ -126,7 +126,7 @@ def leaderboard_rank_for(
     ).only("points", "photos").first()
     ranked = rows.count()
     if mine is None or mine.points <= 0:
-        return MyRank(rank=None, points=Decimal(0), photos=mine.photos if mine else 0, on_board=False, ranked=ranked)
+        return MyRank(rank=None, points=0, photos=mine.photos if mine else 0, on_board=False, ranked=ranked)
     above = rows.filter(points__gt=mine.points).exclude(volunteer=volunteer).count()
     on_board = rows.filter(volunteer=volunteer).exists()
     return MyRank(rank=above + 1, points=mine.points, photos=mine.photos, on_board=on_board, ranked=ranked)

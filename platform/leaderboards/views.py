@@ -8,6 +8,7 @@ from django.shortcuts import render
 from challenges.selectors import project_list_active
 from leaderboards.models import ScoreTotal
 from leaderboards.selectors import leaderboard_get, leaderboard_rank_for, volunteer_impact
+from verification.selectors import verification_accuracy_for
 
 
 def leaderboard_page(request: HttpRequest) -> HttpResponse:
@@ -54,10 +55,8 @@ def impact_page(request: HttpRequest) -> HttpResponse:
         }
         for project in project_list_active()
     ]
-    # HOOK(verification accuracy): the verification by volunteers (another branch) estimates each
-    # volunteer's accuracy on gold photos with its uncertainty. When that selector exists, pass
-    # {"correct", "n", "low", "high"} here; the template shows it only when it is not None.
-    verification = None
+    # My answers on gold photos (the verification's check photos), with their n and interval.
+    verification = verification_accuracy_for(volunteer=request.user)
     return render(
         request,
         "leaderboards/impact.html",

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Count, Q, QuerySet
-from scipy.stats import beta
+from scipy.stats import beta, binomtest
 
 from challenges.models import Project
 from submissions.models import Photo
@@ -74,6 +74,20 @@ def reputations_for(*, project_id: int, volunteer_ids) -> dict[int, Reputation]:
 def reputation_get(*, project_id: int, volunteer_id: int) -> Reputation:
     """One volunteer's reputation in a project."""
     return reputations_for(project_id=project_id, volunteer_ids=[volunteer_id])[volunteer_id]
+
+
+def verification_accuracy_for(*, volunteer: AbstractBaseUser) -> dict | None:
+    """A volunteer's answers on gold photos, all projects together: right of n, 95% Wilson interval.
+
+    None before the first gold answer (no number to show).
+    """
+    counts = VerificationTask.objects.filter(volunteer=volunteer, is_gold=True, correct__isnull=False).aggregate(
+        n=Count("id"), right=Count("id", filter=Q(correct=True))
+    )
+    if not counts["n"]:
+        return None
+    ci = binomtest(counts["right"], counts["n"]).proportion_ci(confidence_level=0.95, method="wilson")
+    return {"correct": counts["right"], "n": counts["n"], "low": float(ci.low), "high": float(ci.high)}
 
 
 def project_ids_taking_part(*, volunteer: AbstractBaseUser) -> set[int]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.pages.test_upload_browser import CHROMIUM, PASSWORD, browser_page  # noqa: F401 (fixture)
+from tests.pages.test_upload_browser import PASSWORD
 
 pytestmark = pytest.mark.browser
 
@@ -21,7 +21,7 @@ def _violations(page) -> list[str]:
     return found
 
 
-def test_swagger_ui_and_the_admin_run_under_the_policy(live_server, browser_page, project):  # noqa: F811
+def test_swagger_ui_and_the_admin_run_under_the_policy(live_server, browser_page, project):
     from playwright.sync_api import expect
 
     from tests.factories import UserFactory

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.pages.test_upload_browser import CHROMIUM, CHROMIUM_ARGS, PASSWORD
+from tests.pages.conftest import CHROMIUM, CHROMIUM_ARGS
+from tests.pages.test_upload_browser import PASSWORD
 
 pytestmark = [
     pytest.mark.browser,

@@ -156,3 +156,14 @@ def test_the_page_asks_one_question_with_three_buttons_and_needs_csrf(project, p
     assert answered.status_code == 302 and answered["Location"] == "/verify/?project=ants-bees"
     task.refresh_from_db()
     assert task.answer == "yes"
+
+
+def test_my_impact_page_shows_my_accuracy_on_gold_with_its_n_and_interval(project, make_voter, client):
+    voter = make_voter(right=9, wrong=1)
+    client.force_login(voter)
+    page = client.get("/me/impact/").content.decode()
+    # 9 of 10: Wilson 95% interval 0.60-0.98.
+    assert "My verification accuracy" in page
+    assert "Right on 9 of 10 check photos" in page and "0.60 to 0.98" in page
+    client.force_login(UserFactory())
+    assert "My verification accuracy" not in client.get("/me/impact/").content.decode()
