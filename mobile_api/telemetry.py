@@ -28,6 +28,7 @@ from django.db.models import Prefetch
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
+from rest_framework.parsers import JSONParser
 from rest_framework.permissions import AllowAny, IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -35,6 +36,7 @@ from rest_framework.views import APIView
 
 from challenges.models import Project
 from common.errors import DomainError, NotFound, PayloadTooLarge, ValidationFailed
+from common.fields import StrictInput
 from mobile_api.auth import HEADER, app_identity_from_request, rate_limit_check
 from mobile_api.models import Channel, Release, ReleaseEvent, ReleaseHealth
 from mobile_api.rollout import INSTALL_ID
@@ -145,7 +147,7 @@ class LatencyField(serializers.FloatField):
         return super().to_internal_value(data)
 
 
-class TelemetryEventInput(serializers.Serializer):
+class TelemetryEventInput(StrictInput):
     version = serializers.IntegerField(min_value=1, max_value=2**31 - 1)
     format = serializers.SlugField(max_length=16)
     variant = serializers.SlugField(max_length=40)
@@ -176,7 +178,7 @@ class TelemetryEventInput(serializers.Serializer):
         return attrs
 
 
-class TelemetryReportInput(serializers.Serializer):
+class TelemetryReportInput(StrictInput):
     install_id = serializers.RegexField(INSTALL_ID.pattern, max_length=128)
     channel = serializers.SlugField(max_length=40, default="stable")
     events = serializers.ListField(child=TelemetryEventInput(), min_length=1, max_length=MAX_EVENTS)
@@ -370,9 +372,11 @@ class TelemetryReportApi(APIView):
 
     permission_classes = [AllowAny]
     authentication_classes: list = []
+    # A report is nested JSON (a list of events); forms cannot carry it: 415 for them.
+    parser_classes = [JSONParser]
 
     @extend_schema(
-        request=TelemetryReportInput,
+        request={"application/json": TelemetryReportInput},
         parameters=[OpenApiParameter(HEADER, str, OpenApiParameter.HEADER, required=True)],
         responses={
             202: OpenApiResponse(description="accepted"),

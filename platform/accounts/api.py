@@ -10,6 +10,7 @@ from rest_framework.views import APIView
 from accounts.services import profile_get_or_create, profile_update, token_get_or_create, volunteer_create
 from accounts.throttles import LoginRateThrottle, SignupRateThrottle, lockout_seconds
 from common.errors import DomainError, TooManyRequests
+from common.fields import StrictInput
 
 
 class TokenOutput(serializers.Serializer):
@@ -22,7 +23,7 @@ class SignupApi(APIView):
     authentication_classes: list = []
     throttle_classes = [SignupRateThrottle]
 
-    class Input(serializers.Serializer):
+    class Input(StrictInput):
         username = serializers.RegexField(r"^[\w.@+-]{3,150}$")
         password = serializers.CharField(write_only=True, max_length=128)
         email = serializers.EmailField(required=False, default="")
@@ -44,7 +45,7 @@ class TokenLoginApi(APIView):
     authentication_classes: list = []
     throttle_classes = [LoginRateThrottle]
 
-    class Input(serializers.Serializer):
+    class Input(StrictInput):
         username = serializers.CharField(max_length=150)
         password = serializers.CharField(write_only=True, max_length=128)
 
@@ -78,7 +79,7 @@ class MeApi(APIView):
 
     permission_classes = [IsAuthenticated]
 
-    class Input(serializers.Serializer):
+    class Input(StrictInput):
         display_name = serializers.CharField(required=False, max_length=200)
         public_on_leaderboards = serializers.BooleanField(required=False)
         newsletter_opt_in = serializers.BooleanField(required=False)

@@ -16,6 +16,7 @@ from rest_framework.views import APIView
 
 from challenges.models import Challenge
 from common.errors import ValidationFailed
+from common.fields import StrictInput
 from submissions.filters import ModerationPhotoFilter, PhotoFilter
 from submissions.models import Photo
 from submissions.selectors import photo_get_for_volunteer, photo_list_for_moderation, photo_list_for_volunteer
@@ -106,7 +107,7 @@ class PhotoListCreateApi(ListAPIView):
         return [UploadRateThrottle()] if self.request.method == "POST" else super().get_throttles()
 
     @extend_schema(
-        request=Input,
+        request={"multipart/form-data": Input},
         parameters=[
             OpenApiParameter(
                 IDEMPOTENCY_HEADER, str, OpenApiParameter.HEADER,
@@ -116,6 +117,7 @@ class PhotoListCreateApi(ListAPIView):
         ],
         responses={
             201: PhotoOutput,
+            404: OpenApiResponse(description="not_found: no such challenge"),
             409: OpenApiResponse(description="duplicate_photo"),
             413: OpenApiResponse(description="file_too_large, too_many_pixels"),
             415: OpenApiResponse(description="not_an_image, unsupported_format, animated_image"),
@@ -191,7 +193,7 @@ class PhotoModerateApi(APIView):
 
     permission_classes = [IsAdminUser]
 
-    class Input(serializers.Serializer):
+    class Input(StrictInput):
         decision = serializers.ChoiceField(choices=["approve", "reject"])
         reason = serializers.CharField(max_length=300, required=False, default="")
 
