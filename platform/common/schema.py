@@ -48,7 +48,9 @@ STATUS_DESCRIPTIONS = {
 BOUNDS: dict[tuple[str, str, str, str], dict[str, Any]] = {
     ("/api/v1/projects/{slug}/leaderboards/{period}/", "get", "query", "limit"): {"minimum": 1, "maximum": 500},
     ("/api/v1/me/", "patch", "body", "display_name"): {"minLength": 3, "maxLength": 40},
-    # submissions.filters.IdFilter
+    # submissions.filters: an empty value is refused (StrictFilterSet), an id is an IdFilter.
+    **{(path, "get", "query", name): {"minLength": 1}
+       for path in ("/api/v1/photos/", "/api/v1/moderation/photos/") for name in ("label", "project")},
     ("/api/v1/photos/", "get", "query", "challenge"): {"type": "integer", "minimum": 1, "maximum": 2**31 - 1},
     ("/api/v1/moderation/photos/", "get", "query", "challenge"): {
         "type": "integer", "minimum": 1, "maximum": 2**31 - 1,
@@ -60,8 +62,8 @@ BOUNDS: dict[tuple[str, str, str, str], dict[str, Any]] = {
 # OpenAPI links: what a client does next with an answer (stateful tests follow them).
 LINKS: dict[tuple[str, str, str], dict[str, dict]] = {
     ("/api/v1/photos/", "post", "201"): {
-        "GetPhoto": {"operationId": "photos_retrieve", "parameters": {"photo_id": "$response.body#/id"}},
-        "DeletePhoto": {"operationId": "photos_destroy", "parameters": {"photo_id": "$response.body#/id"}},
+        "GetPhoto": {"operationId": "v1_photos_retrieve", "parameters": {"photo_id": "$response.body#/id"}},
+        "DeletePhoto": {"operationId": "v1_photos_destroy", "parameters": {"photo_id": "$response.body#/id"}},
     },
 }
 _UNSAFE = {"post", "put", "patch", "delete"}
