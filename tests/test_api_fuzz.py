@@ -30,20 +30,27 @@ from schemathesis.specs.openapi.checks import negative_data_rejection
 from config.wsgi import application
 from tests.mobile_api.conftest import make_version  # noqa: F401  (a fixture: published versions)
 
-# A body the schema allows may still break a rule only the stored data decides (a taken
-# username, a wrong password, a model version that does not exist, a reused Idempotency-Key):
-# writes may refuse a well-formed body with 400/413/415/422. Reads may not: a query the schema
-# allows must be answered (or 401/403/404).
-CONFIG = SchemathesisConfig.from_dict({"operations": [{
-    "include-method": ["POST", "PATCH"],
-    "checks": {"positive_data_acceptance": {
-        "expected-statuses": ["2xx", "3xx", "400", "401", "403", "404", "409", "413", "415", "422", "429"],
-    }},
-}, {
-    # A Range the schema allows may start past the end of the file: 416.
-    "include-path-regex": "/versions/",
-    "checks": {"positive_data_acceptance": {"expected-statuses": ["2xx", "3xx", "401", "403", "404", "416", "429"]}},
-}]})
+CONFIG = SchemathesisConfig.from_dict({
+    "operations": [
+        {
+            # A body the schema allows may still break a rule only the stored data decides (a
+            # taken username, a wrong password, a version that does not exist, a reused
+            # Idempotency-Key): writes may refuse a well-formed body with 400/413/415/422.
+            # Reads may not: a query the schema allows must be answered (or 401/403/404).
+            "include-method": ["POST", "PATCH"],
+            "checks": {"positive_data_acceptance": {
+                "expected-statuses": ["2xx", "3xx", "400", "401", "403", "404", "409", "413", "415", "422", "429"],
+            }},
+        },
+        {
+            # A Range the schema allows may start past the end of the file: 416.
+            "include-path-regex": "/versions/",
+            "checks": {"positive_data_acceptance": {
+                "expected-statuses": ["2xx", "3xx", "401", "403", "404", "416", "429"],
+            }},
+        },
+    ],
+})
 schema = schemathesis.openapi.from_wsgi("/api/schema/?format=json", application, config=CONFIG).include(
     path_regex=r"^/api/"
 )
@@ -203,3 +210,30 @@ def test_photos_uploaded_read_and_deleted_through_the_schema_links(world):
     assert ("POST", "/api/v1/photos/", 201) in Machine.seen
     assert ("GET", "/api/v1/photos/{photo_id}/", 200) in Machine.seen
     assert ("DELETE", "/api/v1/photos/{photo_id}/", 204) in Machine.seen
+
+
+# Values the proof of issue 15 found accepted where PROTOCOL.md forbids them (a trailing
+# newline, digits of other scripts, look-alike letters). Random generation rarely hits them,
+# so they are sent on purpose, through the schema's own operation and checks.
+HOSTILE_UPDATE_QUERIES = [
+    {"install_id": "sec-install-0001\n"},
+    {"install_id": "sec-install-\u0661\u0662\u0663\u0664"},
+    {"app_version": "1.0.0\n"},
+    {"app_version": "\u0661.0.0"},
+    {"app_version": "\uff11.0"},
+    {"channel": "stable\n"},
+    {"channel": "st\u0430ble"},
+    {"current_version": "\u0661"},
+]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("hostile", HOSTILE_UPDATE_QUERIES, ids=lambda q: ascii(q))
+def test_the_update_check_refuses_what_the_schema_rules_out(world, hostile):
+    operation = schema["/api/mobile/v1/models/{name}/update"]["GET"]
+    query = {"install_id": "sec-install-0001", "app_version": "1.0.0", "platform": "android",
+             "formats": "onnx", "channel": "stable", **hostile}
+    case = operation.Case(path_parameters={"name": "ants-bees"}, query=query)
+    response = case.call_and_validate(headers=world.headers(world.volunteer_token))
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == "invalid_parameter"
