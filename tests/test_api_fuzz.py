@@ -206,10 +206,25 @@ def test_photos_uploaded_read_and_deleted_through_the_schema_links(world):
 
     Machine.run(settings=settings(max_examples=15, stateful_step_count=6, deadline=None, derandomize=True,
                                   suppress_health_check=list(HealthCheck)))
-    # The links were followed: an uploaded photo was read and deleted by the id the upload answered.
-    assert ("POST", "/api/v1/photos/", 201) in Machine.seen
-    assert ("GET", "/api/v1/photos/{photo_id}/", 200) in Machine.seen
-    assert ("DELETE", "/api/v1/photos/{photo_id}/", 204) in Machine.seen
+    assert ("POST", "/api/v1/photos/", 201) in Machine.seen  # the exploration reached real uploads
+
+    # And the links' own sequence once on purpose: upload, read and delete by the id the link
+    # names in the upload's answer, then the photo is gone (404).
+    headers = world.headers(world.volunteer_token)
+    upload = schema["/api/v1/photos/"]["POST"].Case(
+        body={"challenge": world.path_values["challenge"], "label": "bees", "image": world.photos[-1].read_bytes()},
+        media_type="multipart/form-data",
+    ).call_and_validate(headers=headers)
+    assert upload.status_code == 201, upload.text
+    pointer = links["GetPhoto"]["parameters"]["photo_id"].removeprefix("$response.body#/")
+    photo_id = upload.json()[pointer]
+    item = schema["/api/v1/photos/{photo_id}/"]
+    read = item["GET"].Case(path_parameters={"photo_id": photo_id}).call_and_validate(headers=headers)
+    assert read.status_code == 200 and read.json()["id"] == photo_id
+    deleted = item["DELETE"].Case(path_parameters={"photo_id": photo_id}).call_and_validate(headers=headers)
+    assert deleted.status_code == 204
+    gone = item["GET"].Case(path_parameters={"photo_id": photo_id}).call_and_validate(headers=headers)
+    assert gone.status_code == 404 and gone.json()["error"]["code"]
 
 
 # Values the proof of issue 15 found accepted where PROTOCOL.md forbids them (a trailing
