@@ -10,7 +10,7 @@ import datetime as dt
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
@@ -18,6 +18,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from common.errors import NotFound, ValidationFailed
+from common.fields import StrictInput
 from mobile_api import rollout, selectors, services, update
 from mobile_api.fields import app_version_field
 from mobile_api.models import Channel, Release, ReleaseEvent
@@ -81,7 +82,7 @@ def event_output(event: ReleaseEvent) -> dict:
     }
 
 
-class MoveInput(serializers.Serializer):
+class MoveInput(StrictInput):
     version = serializers.IntegerField(min_value=1, max_value=10**9)
     reason = serializers.CharField(required=False, allow_blank=True, max_length=2000, default="")
 
@@ -104,10 +105,20 @@ class _StaffApi(APIView):
     permission_classes = [IsAdminUser]
 
 
+_CONFLICT = OpenApiResponse(description="release_exists, release_state_conflict: the move does not fit the "
+                                        "release's state")
+
+
+def _int_query(name: str, low: int, high: int, description: str, *, required: bool = False) -> OpenApiParameter:
+    # `?name=` (empty) reads as not given; an empty value is documented as allowed.
+    return OpenApiParameter(name, {"type": "integer", "minimum": low, "maximum": high}, required=required,
+                            description=description, allow_blank=not required)
+
+
 class ChannelPromoteApi(_StaffApi):
     """Release a version on the channel (staged: ``rollout_percent``; targeted: platforms, ...)."""
 
-    @extend_schema(request=PromoteInput, responses={201: OpenApiTypes.OBJECT})
+    @extend_schema(request=PromoteInput, responses={201: OpenApiTypes.OBJECT, 409: _CONFLICT})
     def post(self, request: Request, name: str, channel: str) -> Response:
         data = _valid(PromoteInput, request)
         found = _channel(model=name, name=channel, create_default=True)
@@ -125,7 +136,7 @@ class ChannelPromoteApi(_StaffApi):
 class ChannelRolloutApi(_StaffApi):
     """Change the share of installs (buckets) a live release covers."""
 
-    @extend_schema(request=RolloutInput, responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(request=RolloutInput, responses={200: OpenApiTypes.OBJECT, 409: _CONFLICT})
     def post(self, request: Request, name: str, channel: str) -> Response:
         data = _valid(RolloutInput, request)
         release = _release(channel=_channel(model=name, name=channel), version=data["version"])
@@ -136,7 +147,7 @@ class ChannelRolloutApi(_StaffApi):
 
 def _simple_move(service):
     class Api(_StaffApi):
-        @extend_schema(request=MoveInput, responses={200: OpenApiTypes.OBJECT})
+        @extend_schema(request=MoveInput, responses={200: OpenApiTypes.OBJECT, 409: _CONFLICT})
         def post(self, request: Request, name: str, channel: str) -> Response:
             data = _valid(MoveInput, request)
             release = _release(channel=_channel(model=name, name=channel), version=data["version"])
@@ -161,7 +172,11 @@ class ChannelRollbackApi(_simple_move(services.release_rollback)):
 class ChannelHistoryApi(_StaffApi):
     """The channel's moves, newest first: ``?limit=`` (at most 200) and ``?before=<event id>`` to page."""
 
-    @extend_schema(responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(
+        parameters=[_int_query("limit", 1, HISTORY_MAX, "At most this many moves (default 50)."),
+                    _int_query("before", 1, 2**62, "Moves older than this event id (the last answer's next_before).")],
+        responses={200: OpenApiTypes.OBJECT},
+    )
     def get(self, request: Request, name: str, channel: str) -> Response:
         found = _channel(model=name, name=channel)
         limit = _int_param(request, "limit", default=50, low=1, high=HISTORY_MAX)
@@ -182,7 +197,18 @@ class ChannelResolveApi(_StaffApi):
     what is not given is not checked.
     """
 
-    @extend_schema(responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(
+        parameters=[
+            _int_query("bucket", 0, rollout.BUCKETS - 1, "The bucket (PROTOCOL.md, Bucketing).", required=True),
+            OpenApiParameter("at", OpenApiTypes.DATETIME, description="ISO 8601 time; default now."),
+            OpenApiParameter("platform", str, enum=list(update.PLATFORMS)),
+            OpenApiParameter("formats", {"type": "string", "pattern": rf"^({'|'.join(update.FORMATS)})?(,({'|'.join(update.FORMATS)})?)*$"},
+                             description="Comma-separated formats the install accepts."),
+            OpenApiParameter("app_version", {"type": "string", "pattern": r"^([0-9]{1,6}(\.[0-9]{1,6}){0,3})?$"}),
+            _int_query("current_version", 1, 10**9, "The version the install runs."),
+        ],
+        responses={200: OpenApiTypes.OBJECT},
+    )
     def get(self, request: Request, name: str, channel: str) -> Response:
         found = _channel(model=name, name=channel)
         bucket = _int_param(request, "bucket", default=None, low=0, high=rollout.BUCKETS - 1, required=True)
@@ -249,4 +275,8 @@ def _time_param(request: Request, name: str) -> dt.datetime:
         _invalid(name, "an ISO 8601 time, e.g. 2026-12-01T12:00:00Z")
     if timezone.is_naive(parsed):
         parsed = timezone.make_aware(parsed, dt.timezone.utc)
-    return parsed
+    try:
+        # In UTC: PostgreSQL refuses offsets beyond +-15:59 ("-20:54" is valid ISO 8601).
+        return parsed.astimezone(dt.timezone.utc)
+    except OverflowError:  # a year-1 time west of UTC
+        _invalid(name, "an ISO 8601 time, e.g. 2026-12-01T12:00:00Z")

@@ -29,6 +29,7 @@ from django.db.models import Prefetch
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
+from rest_framework.parsers import JSONParser
 from rest_framework.permissions import AllowAny, IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -36,6 +37,7 @@ from rest_framework.views import APIView
 
 from challenges.models import Project
 from common.errors import DomainError, NotFound, PayloadTooLarge, ValidationFailed
+from common.fields import StrictInput
 from mobile_api.auth import HEADER, app_identity_from_request, rate_limit_check
 from mobile_api.models import Channel, Release, ReleaseEvent, ReleaseHealth
 from mobile_api.fields import exact_field, install_id_field, name_field
@@ -146,7 +148,7 @@ class LatencyField(serializers.FloatField):
         return super().to_internal_value(data)
 
 
-class TelemetryEventInput(serializers.Serializer):
+class TelemetryEventInput(StrictInput):
     version = serializers.IntegerField(min_value=1, max_value=2**31 - 1)
     format = name_field(max_length=16)
     variant = name_field(max_length=40)
@@ -177,7 +179,7 @@ class TelemetryEventInput(serializers.Serializer):
         return attrs
 
 
-class TelemetryReportInput(serializers.Serializer):
+class TelemetryReportInput(StrictInput):
     install_id = install_id_field()
     channel = name_field(max_length=40, default="stable")
     events = serializers.ListField(child=TelemetryEventInput(), min_length=1, max_length=MAX_EVENTS)
@@ -371,9 +373,11 @@ class TelemetryReportApi(APIView):
 
     permission_classes = [AllowAny]
     authentication_classes: list = []
+    # A report is nested JSON (a list of events); forms cannot carry it: 415 for them.
+    parser_classes = [JSONParser]
 
     @extend_schema(
-        request=TelemetryReportInput,
+        request={"application/json": TelemetryReportInput},
         parameters=[OpenApiParameter(HEADER, str, OpenApiParameter.HEADER, required=True)],
         responses={
             202: OpenApiResponse(description="accepted"),

@@ -11,8 +11,9 @@ set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 
 # The servers scripts/services.sh starts, plus Debian's chromium for the
-# browser tests (Playwright's own browser download does not work here).
-PACKAGES=(postgresql-15 redis-server radosgw ceph-mon ceph-osd ceph-mgr chromium)
+# browser tests (Playwright's own browser download does not work here), and
+# nginx, openssl and systemd-analyze for the deploy tests (tests/ops/test_deploy.py).
+PACKAGES=(postgresql-15 redis-server radosgw ceph-mon ceph-osd ceph-mgr chromium nginx openssl systemd)
 
 # PostgreSQL may come from the image rather than from the Debian package,
 # so the binary is what counts, not the package name.
@@ -33,6 +34,9 @@ is_missing() {
     redis-server) ! command -v redis-server >/dev/null 2>&1 || ! dpkg_installed redis-server ;;
     radosgw) ! command -v radosgw >/dev/null 2>&1 || ! dpkg_installed radosgw ;;
     chromium) ! command -v chromium >/dev/null 2>&1 ;;
+    nginx) ! command -v nginx >/dev/null 2>&1 && [[ ! -x /usr/sbin/nginx ]] ;;
+    openssl) ! command -v openssl >/dev/null 2>&1 ;;
+    systemd) ! command -v systemd-analyze >/dev/null 2>&1 ;;
     *) ! dpkg_installed "$pkg" ;;
   esac
 }

@@ -17,6 +17,39 @@ HYMENOPTERA = Path(os.environ.get("PLATFORM_TEST_HYMENOPTERA", SHARED / "hymenop
 WEIGHTS = Path(os.environ.get("PLATFORM_TEST_WEIGHTS", SHARED / "weights" / "mobilenet_v2_imagenet_from_keras.pth"))
 
 
+def _skip_is_a_failure() -> bool:
+    """Under scripts/test (PLATFORM_REQUIRE_SERVICES=1) a skipped test counts as a failure."""
+    return bool(os.environ.get("PLATFORM_REQUIRE_SERVICES"))
+
+
+def _fail_the_skip(report) -> None:
+    """Turn a skipped report into a failed one that names the skip's reason."""
+    if not report.skipped or hasattr(report, "wasxfail"):
+        return
+    longrepr = report.longrepr
+    reason = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
+    report.outcome = "failed"
+    report.longrepr = f"skipped under scripts/test, which must run every test: {reason}"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A skip mark, pytest.skip() or importorskip in a test or fixture fails the run under scripts/test."""
+    report = yield
+    if _skip_is_a_failure():
+        _fail_the_skip(report)
+    return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector):
+    """A whole module skipped at import time (importorskip at the top) fails the same way."""
+    report = yield
+    if _skip_is_a_failure():
+        _fail_the_skip(report)
+    return report
+
+
 @pytest.fixture(autouse=True)
 def _local_storage(settings, tmp_path):
     """Every test writes to its own media folder (S3 tests switch to the real server)."""

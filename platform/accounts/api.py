@@ -16,6 +16,7 @@ from accounts.throttles import (
     signup_refusal_message,
 )
 from common.errors import DomainError, TooManyRequests
+from common.fields import StrictInput
 
 
 class TokenOutput(serializers.Serializer):
@@ -28,7 +29,7 @@ class SignupApi(APIView):
     authentication_classes: list = []
     throttle_classes = [SignupRateThrottle]
 
-    class Input(serializers.Serializer):
+    class Input(StrictInput):
         username = serializers.RegexField(r"^[\w.@+-]{3,150}$")
         password = serializers.CharField(write_only=True, max_length=128)
         email = serializers.EmailField(required=False, default="")
@@ -53,7 +54,7 @@ class TokenLoginApi(APIView):
     authentication_classes: list = []
     throttle_classes = [LoginRateThrottle]
 
-    class Input(serializers.Serializer):
+    class Input(StrictInput):
         username = serializers.CharField(max_length=150)
         password = serializers.CharField(write_only=True, max_length=128)
 
@@ -87,7 +88,7 @@ class MeApi(APIView):
 
     permission_classes = [IsAuthenticated]
 
-    class Input(serializers.Serializer):
+    class Input(StrictInput):
         display_name = serializers.CharField(required=False, max_length=200)
         public_on_leaderboards = serializers.BooleanField(required=False)
         newsletter_opt_in = serializers.BooleanField(required=False)

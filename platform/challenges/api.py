@@ -1,7 +1,7 @@
 """Volunteer API: projects and today's challenge."""
 from django.urls import reverse
 from django.utils import timezone
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
@@ -79,7 +79,7 @@ class ChallengeTodayApi(APIView):
 
     @extend_schema(
         parameters=[OpenApiParameter("project", str, description="Project slug; optional when there is one.")],
-        responses=Output,
+        responses={200: Output, 404: OpenApiResponse(description="project_not_found, no challenge today")},
     )
     def get(self, request: Request) -> Response:
         project = project_get(slug=request.query_params.get("project"))

@@ -293,6 +293,18 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Bodies are documented as JSON (forms are accepted too, but a form cannot say "false" or
+    # carry a list); the upload endpoints declare their multipart bodies themselves.
+    "PARSER_WHITELIST": ["rest_framework.parsers.JSONParser"],
+    # What Django's <slug:...> converter matches (a path that does not match is no operation).
+    "PATH_CONVERTER_OVERRIDES": {"slug": {"type": "string", "pattern": "^[-a-zA-Z0-9_]+$"}},
+    # The error body and enforced bounds (common/schema.py), then the app endpoints' key and the
+    # update check, a plain Django view (mobile_api/schema.py).
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "common.schema.postprocess",
+        "mobile_api.schema.postprocess",
+    ],
 }
 
 # --- security -------------------------------------------------------------------------

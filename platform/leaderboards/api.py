@@ -57,7 +57,8 @@ class LeaderboardApi(APIView):
         responses=BoardOutput,
     )
     def get(self, request: Request, slug: str, period: str) -> Response:
-        query = self.Query(data=request.query_params)
+        # A plain dict: in a QueryDict, DRF reads `?date=` as "not given"; here it is a 400.
+        query = self.Query(data=request.query_params.dict())
         query.is_valid(raise_exception=True)
         project = project_get(slug=slug)
         day = query.validated_data.get("date")

@@ -15,6 +15,7 @@ from rest_framework.views import APIView
 
 from challenges.models import Challenge
 from common.errors import ValidationFailed
+from common.fields import StrictInput
 from submissions.filters import ModerationPhotoFilter, PhotoFilter
 from submissions.models import Photo
 from submissions.opinion import photo_model_opinion, photo_next_step, photo_review_time
@@ -125,7 +126,7 @@ class PhotoListCreateApi(ListAPIView):
         return [UploadRateThrottle()] if self.request.method == "POST" else super().get_throttles()
 
     @extend_schema(
-        request=Input,
+        request={"multipart/form-data": Input},
         parameters=[
             OpenApiParameter(
                 IDEMPOTENCY_HEADER, str, OpenApiParameter.HEADER,
@@ -135,6 +136,7 @@ class PhotoListCreateApi(ListAPIView):
         ],
         responses={
             201: PhotoOutput,
+            404: OpenApiResponse(description="not_found: no such challenge"),
             409: OpenApiResponse(description="duplicate_photo"),
             413: OpenApiResponse(description="file_too_large, too_many_pixels"),
             415: OpenApiResponse(description="not_an_image, unsupported_format, animated_image"),
@@ -212,7 +214,7 @@ class PhotoModerateApi(APIView):
 
     permission_classes = [IsAdminUser]
 
-    class Input(serializers.Serializer):
+    class Input(StrictInput):
         decision = serializers.ChoiceField(choices=["approve", "reject"])
         reason = serializers.CharField(max_length=300, required=False, default="")
 

@@ -5,6 +5,7 @@ import django_filters
 from django import forms
 from django.db.models import Q, QuerySet
 
+from common.fields import StrictBooleanFormField
 from submissions.models import Photo
 
 FLAGS = {
@@ -25,14 +26,33 @@ class IdFilter(django_filters.NumberFilter):
         super().__init__(*args, **kwargs)
 
 
-class PhotoFilter(django_filters.FilterSet):
+class StrictBooleanFilter(django_filters.BooleanFilter):
+    """true or false; any other value is a 400 (django-filter would read it as "not given")."""
+
+    field_class = StrictBooleanFormField
+
+
+class StrictFilterSet(django_filters.FilterSet):
+    """A parameter given with an empty value is a 400 (django-filter reads it as "not given")."""
+
+    def is_valid(self) -> bool:
+        valid = super().is_valid()
+        getlist = getattr(self.data, "getlist", lambda name: [self.data.get(name)])
+        for name in self.filters:
+            if name in self.data and "" in getlist(name):
+                self.form.add_error(name, "Give a value, or leave the parameter out.")
+                valid = False
+        return valid
+
+
+class PhotoFilter(StrictFilterSet):
     """A volunteer's own photos."""
 
     status = django_filters.ChoiceFilter(choices=Photo.Status.choices)
     challenge = IdFilter(field_name="challenge_id", help_text="Challenge id.")
     label = django_filters.CharFilter(field_name="label__name", help_text="Label name.")
     project = django_filters.CharFilter(field_name="project__slug", help_text="Project slug.")
-    featured = django_filters.BooleanFilter()
+    featured = StrictBooleanFilter()
 
     class Meta:
         model = Photo

@@ -10,6 +10,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from common.errors import ValidationFailed
+from common.fields import StrictInput
 from submissions.models import Photo
 from submissions.moderation import photo_feature, photo_relabel
 
@@ -31,11 +32,11 @@ class ModeratedPhotoOutput(serializers.Serializer):
 
 
 # Top-level, uniquely named inputs: nested "Input" classes collide in the OpenAPI schema.
-class PhotoRelabelInput(serializers.Serializer):
+class PhotoRelabelInput(StrictInput):
     label = serializers.SlugField(max_length=64)
 
 
-class PhotoFeatureInput(serializers.Serializer):
+class PhotoFeatureInput(StrictInput):
     featured = serializers.BooleanField()
 
 

@@ -85,6 +85,31 @@ def services() -> Services:
     )
 
 
+@pytest.fixture
+def redis_cache(settings, services):
+    """Django's cache on the real Redis, as production runs it (throttles, rate limits, app keys).
+
+    A database of its own (15), emptied before and after: a cache.clear() here must not
+    flush the broker queues that other tests keep in database 0.
+    """
+    from django.core.cache import cache
+
+    from mobile_api import auth, update
+
+    base = services.redis_url.rsplit("/", 1)[0]
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+                                   "LOCATION": f"{base}/15"}}
+    from django.core.cache import caches
+
+    assert type(caches["default"]).__name__ == "RedisCache"  # the settings change reached the cache
+    cache.clear()
+    update.memo_clear()
+    auth.app_memo_clear()
+    auth.rate_limit_forget()
+    yield cache
+    cache.clear()
+
+
 @dataclass
 class FaultReport:
     """What each fault test did and what it found afterwards; bench/faults.py prints it.

@@ -125,6 +125,16 @@ def test_which_version_bucket_17_got_at_each_time(staff_api, project, versions):
         assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_parameter", params
 
 
+def test_resolve_takes_any_iso_offset_and_refuses_what_it_cannot_place(staff_api, project, versions):
+    """ISO 8601 allows offsets PostgreSQL refuses (beyond +-15:59): the time is placed in UTC first."""
+    services.release_promote(channel=services.channel_create(project=project, name="stable"), version=versions[0])
+    far_west = staff_api.get(BASE + "resolve", {"bucket": 17, "at": "2030-12-01T23:12:08-20:54"})
+    assert far_west.status_code == 200 and far_west.json()["at"] == "2030-12-02T20:06:08+00:00"
+    assert far_west.json()["version"] == 1
+    early = staff_api.get(BASE + "resolve", {"bucket": 17, "at": "0001-01-01T00:00:00-01:00"})
+    assert early.status_code == 200 and early.json()["version"] is None  # before any move
+
+
 def test_resolve_respects_targeting_when_asked(staff_api, project, versions):
     stable = services.channel_create(project=project, name="stable")
     services.release_promote(channel=stable, version=versions[0])
