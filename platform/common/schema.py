@@ -49,12 +49,16 @@ BOUNDS: dict[tuple[str, str, str, str], dict[str, Any]] = {
     ("/api/v1/projects/{slug}/leaderboards/{period}/", "get", "query", "limit"): {"minimum": 1, "maximum": 500},
     ("/api/v1/me/", "patch", "body", "display_name"): {"minLength": 3, "maxLength": 40},
     # submissions.filters: an empty value is refused (StrictFilterSet), an id is an IdFilter.
-    **{(path, "get", "query", name): {"minLength": 1}
+    # (a NUL character is refused: no database can hold it)
+    **{(path, "get", "query", name): {"minLength": 1, "pattern": r"^[^\x00]+$"}
        for path in ("/api/v1/photos/", "/api/v1/moderation/photos/") for name in ("label", "project")},
     ("/api/v1/photos/", "get", "query", "challenge"): {"type": "integer", "minimum": 1, "maximum": 2**31 - 1},
     ("/api/v1/moderation/photos/", "get", "query", "challenge"): {
         "type": "integer", "minimum": 1, "maximum": 2**31 - 1,
     },
+    # verification: the project's slug is required and never empty.
+    **{(path, "get", "query", "project"): {"minLength": 1, "pattern": r"^[^\x00]+$"}
+       for path in ("/api/v1/verification/next/", "/api/v1/verification/pairs/")},
     ("/api/v1/photos/", "post", "header", "Idempotency-Key"): {
         "minLength": 1, "maxLength": 100, "pattern": r"^[\x20-\x7e]+$",
     },

@@ -1,7 +1,10 @@
 """Verification API: the next task, a vote; staff: reverse an automatic decision, suspicious pairs."""
 from __future__ import annotations
 
+import re
+
 from django.conf import settings
+from django.http import Http404
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -55,11 +58,16 @@ class VoteOutput(serializers.Serializer):
     answer = serializers.CharField()
 
 
+SLUG = re.compile(r"[-a-zA-Z0-9_]{1,50}", re.ASCII)
+
+
 def project_from_query(request: Request) -> Project:
     slug = request.query_params.get("project", "")
     if not slug:
         raise ValidationFailed("project: give the project's slug (?project=...).", code="invalid",
                                extra={"fields": {"project": "required"}})
+    if not SLUG.fullmatch(slug):  # no such project (and no NUL byte for the database to choke on)
+        raise Http404("No such project.")
     return get_object_or_404(Project, slug=slug)
 
 
@@ -70,7 +78,8 @@ class VerificationNextApi(APIView):
 
     @extend_schema(
         parameters=[OpenApiParameter("project", str, required=True)],
-        responses={200: TaskOutput, 204: None, 403: OpenApiResponse(description="not_taking_part")},
+        responses={200: TaskOutput, 204: None, 403: OpenApiResponse(description="not_taking_part"),
+                   404: OpenApiResponse(description="project_not_found")},
     )
     def get(self, request: Request) -> Response:
         task = task_next(volunteer=request.user, project=project_from_query(request))
@@ -139,7 +148,10 @@ class VerificationPairsApi(APIView):
 
     permission_classes = [IsAdminUser]
 
-    @extend_schema(parameters=[OpenApiParameter("project", str, required=True)], responses=PairOutput(many=True))
+    @extend_schema(
+        parameters=[OpenApiParameter("project", str, required=True)],
+        responses={200: PairOutput(many=True), 404: OpenApiResponse(description="project_not_found")},
+    )
     def get(self, request: Request) -> Response:
         project = project_from_query(request)
         return Response(PairOutput(pair_list_suspicious(project_id=project.pk), many=True).data)
