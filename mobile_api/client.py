@@ -95,7 +95,7 @@ TIMEOUT_S = 30.0
 def tflite_invoke(interpreter, batch: np.ndarray) -> np.ndarray:
     """Run a LiteRT interpreter on a float32 NCHW batch of one; quantize/dequantize integer tensors.
 
-    A full-integer file takes int8 input: q = round(x / scale) + zero_point, clipped to the
+    A full-integer file takes int8 input: q = round(x / scale + zero_point), clipped to the
     dtype's range; an integer output is turned back into real values as (q - zero_point) * scale.
     """
     source, target = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
@@ -103,7 +103,7 @@ def tflite_invoke(interpreter, batch: np.ndarray) -> np.ndarray:
     scale, zero_point = source.get("quantization") or (0.0, 0)
     if np.dtype(source["dtype"]).kind in "iu" and scale:
         info = np.iinfo(source["dtype"])
-        x = np.clip(np.round(x / scale) + zero_point, info.min, info.max)
+        x = np.clip(np.round(x / scale + zero_point), info.min, info.max)
     interpreter.set_tensor(source["index"], x.astype(source["dtype"]))
     interpreter.invoke()
     y = interpreter.get_tensor(target["index"])

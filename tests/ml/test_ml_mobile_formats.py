@@ -193,3 +193,29 @@ def test_palettized_torch_weights_take_2_to_the_bits_values_and_lose_more_with_f
     conv = pal2.net[3].weight  # 32x16x3x3: palettized; the stem (16x3x3x3 = 432) too
     assert torch.unique(conv).numel() <= 4
     assert torch.equal(model.net[3].weight, _tiny_model().net[3].weight)  # the original is untouched
+
+
+def test_the_reference_client_runs_the_tflite_files_as_the_server_measured_them(mobile, monkeypatch):
+    """mobile_api/client.py (self-contained, what apps port) quantizes the int8 input the same way."""
+    import importlib.util
+    from pathlib import Path
+
+    from ai_edge_litert.interpreter import Interpreter
+
+    from training.ml.compress import samples_arrays
+    from training.ml.formats import tflite_runner
+
+    client_path = Path(__file__).resolve().parents[2] / "mobile_api" / "client.py"
+    spec = importlib.util.spec_from_file_location("model_client_tflite", client_path)
+    client = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, client)  # its dataclasses look their module up
+    spec.loader.exec_module(client)
+    result = mobile[0]
+    x = samples_arrays([s for s in _samples() if s.split == "holdout"][:4], PRE)
+    for artifact in (a for a in result.artifacts if a.format == "tflite"):
+        interpreter = Interpreter(model_path=str(artifact.path))
+        interpreter.allocate_tensors()
+        server = tflite_runner(artifact.path.read_bytes())
+        for i in range(len(x)):
+            app = client.tflite_invoke(interpreter, x[i : i + 1]).reshape(1, -1)
+            np.testing.assert_allclose(app, server(x[i : i + 1]), atol=1e-6)
