@@ -13,7 +13,13 @@ A row: variant, format, precision, status ("offered", "rejected", "failed", "ski
 recommended, reason, file, size, sha256, accuracy, accuracy_loss, top1_agreement,
 max_prob_diff, mean_prob_diff, latency_ms, load_ms, peak_memory_mb, threads, size_ratio
 (against the fp32 file of the same format), latency_ratio (against the float model run eagerly
-by torch), preprocessing (the file's input spec) and details (how it was made).
+by torch), preprocessing (the file's input spec) and details (how it was made). LiteRT rows add
+tensors (the file's input/output name, shape, dtype, int8 scale and zero point, for the manifest).
+Core ML rows (format "mlpackage") cannot be executed on Linux: executed False, estimated True,
+note "structure verified, not executed on this host", weight_bits and structure (what
+``skip_model_load`` showed); accuracy and top1_agreement are those of the torch model with the same
+fp16 or palettized weights, latency is None; unless the project's policy offers unexecuted files,
+``parity_failures`` carries that reason and the row is rejected.
 """
 
 from __future__ import annotations
