@@ -31,7 +31,8 @@ def curve_png(*, history: Sequence[dict], best_epoch: int | None = None, title: 
 
 
 # format -> (colour, marker) of its points in the model card chart
-_CARD_STYLE = {"onnx": ("tab:blue", "o"), "pte": ("tab:orange", "s")}
+_CARD_STYLE = {"onnx": ("tab:blue", "o"), "pte": ("tab:orange", "s"), "tflite": ("tab:green", "^"),
+               "mlpackage": ("tab:purple", "D")}  # Core ML: estimated accuracy, no latency
 
 
 def card_chart_png(card: dict, *, title: str | None = None, dpi: int = 100) -> bytes:
