@@ -193,6 +193,12 @@ def test_palettized_torch_weights_take_2_to_the_bits_values_and_lose_more_with_f
     conv = pal2.net[3].weight  # 32x16x3x3: palettized; the stem (16x3x3x3 = 432) too
     assert torch.unique(conv).numel() <= 4
     assert torch.equal(model.net[3].weight, _tiny_model().net[3].weight)  # the original is untouched
+    # BatchNorm is folded into the convolutions first (as the Core ML converter does), so the
+    # palettes are fitted to the weights the file stores; folding alone changes no answer.
+    assert isinstance(pal2.net[1], torch.nn.Identity) and isinstance(model.net[1], torch.nn.BatchNorm2d)
+    x = torch.randn(4, 3, PRE.input_size, PRE.input_size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.allclose(palettize_torch(model, bits=None)(x), model(x), atol=1e-2)
 
 
 def test_the_reference_client_runs_the_tflite_files_as_the_server_measured_them(mobile, monkeypatch):

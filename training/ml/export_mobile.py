@@ -176,11 +176,33 @@ def kmeans_1d(values: np.ndarray, clusters: int, *, iterations: int = 30) -> tup
     return centres, index
 
 
+def _batchnorm_folded(model):
+    """``model`` with every Conv2d -> BatchNorm2d pair inside a Sequential folded into one Conv2d.
+
+    The Core ML converter folds BatchNorm before palettizing, so the look-up tables are fitted
+    to the folded weights; the estimate must palettize the same tensors.
+    """
+    from torch import nn
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    for module in list(model.modules()):
+        if not isinstance(module, nn.Sequential):
+            continue
+        names = list(module._modules)
+        for first, second in zip(names, names[1:]):
+            conv, norm = module._modules[first], module._modules[second]
+            if isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d):
+                module._modules[first] = fuse_conv_bn_eval(conv, norm)
+                module._modules[second] = nn.Identity()
+    return model
+
+
 def palettize_torch(model, *, bits: int | None, min_elements: int = PALETTE_MIN_ELEMENTS):
     """A copy of ``model`` whose conv/linear weights are what a Core ML file of that variant stores.
 
-    ``bits`` None: every float weight rounded to fp16 (the "fp16" package); else each weight of at
-    least ``min_elements`` elements replaced by its per-tensor k-means palette of 2^bits fp16
+    BatchNorm is folded into the convolutions first, as the converter does. ``bits`` None: every
+    float weight rounded to fp16 (the "fp16" package); else each weight of at least
+    ``min_elements`` elements replaced by its per-tensor k-means palette of 2^bits fp16
     values, smaller ones rounded to fp16, as ``palettize_weights`` does. Computation stays
     float32, so the score estimates the weights' cost, not fp16 arithmetic on the phone.
     """
@@ -189,7 +211,7 @@ def palettize_torch(model, *, bits: int | None, min_elements: int = PALETTE_MIN_
     import torch
     from torch import nn
 
-    out = copy.deepcopy(model).eval()
+    out = _batchnorm_folded(copy.deepcopy(model).eval())
     with torch.no_grad():
         for module in out.modules():
             if not isinstance(module, (nn.Conv2d, nn.Linear)):
