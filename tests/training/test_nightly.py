@@ -180,9 +180,12 @@ def _real_tflite_and_core_ml_check(card: dict, version: ModelVersion) -> None:
     rows = {(r["variant"], r["format"]): r for r in card["variants"]}
     int8 = rows[("int8", "tflite")]
     assert int8["status"] in ("offered", "rejected"), int8  # built, loaded and run by LiteRT (not "failed")
-    # Agreement with the float model on the holdout, run by LiteRT; a handful of photos here, so
-    # one flip is 10-15 points: the bar is loose, the benchmark has the 153-photo figure.
-    assert int8["top1_agreement"] >= 0.8 and int8["size_ratio"] <= 0.35
+    # Its holdout agreement with the float model, measured by LiteRT, decides: the full-integer file
+    # (stem and head quantized too) disagrees on several photos today (bench: 0.856 of 153), and a
+    # file below the policy's floor must never reach apps.
+    assert 0.0 <= int8["top1_agreement"] <= 1.0 and int8["size_ratio"] <= 0.35
+    if int8["top1_agreement"] < card["policy"]["min_agreement"]:
+        assert int8["status"] == "rejected" and "agreement" in int8["reason"]
     assert int8["tensors"]["inputs"][0]["dtype"] == "int8"
     # The stored bytes apps download: the int8 file if the policy offered it (else the fp32 one).
     stored = version.artifacts.filter(format="tflite").order_by("-recommended", "size").first()
