@@ -79,7 +79,8 @@ def candidates_png(*, candidates: Sequence[dict], chosen: str | None = None, tit
 
 
 # format -> (colour, marker) of its points in the model card chart
-_CARD_STYLE = {"onnx": ("tab:blue", "o"), "pte": ("tab:orange", "s")}
+_CARD_STYLE = {"onnx": ("tab:blue", "o"), "pte": ("tab:orange", "s"), "tflite": ("tab:green", "^"),
+               "mlpackage": ("tab:purple", "D")}  # Core ML: estimated accuracy, no latency
 
 
 def card_chart_png(card: dict, *, title: str | None = None, dpi: int = 100) -> bytes:

@@ -89,7 +89,7 @@ def compressed(tmp_path_factory):
         out_dir=tmp_path / "out",
         # One view of each of the 68 photos plus the 20 holdout photos: 88 witnesses, enough to
         # show < 5% disagreement when none disagree (< 1% would need 268: see the test below).
-        config=CompressionConfig(distill_min_train_photos=10, distill_input_size=32, prune_macs_ratio=0.6,
+        config=CompressionConfig(formats=("onnx", "pte"), distill_min_train_photos=10, distill_input_size=32, prune_macs_ratio=0.6,
                                  calibration_photos=16, fine_tune_epochs=2, latency_runs=5, max_disagreement=0.05),
         progress=lambda stage, fraction: stages.append(stage),
     )

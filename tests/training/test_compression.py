@@ -6,6 +6,7 @@ from django.core.files.storage import FileSystemStorage
 from django.urls import reverse
 
 from tests.factories import UserFactory
+from training.ml.compress import compression_plan
 from training.models import ModelArtifact, ModelVersion, TrainingPolicy, TrainingRun
 from training.services import StoredFileMismatch, compression_config_for, training_run_execute
 
@@ -158,6 +159,19 @@ def test_the_policy_refuses_unknown_variants_a_missing_fp32_and_points_out_of_ra
     assert field in caught.value.message_dict
     valid = TrainingPolicy(project=project, compression_variants=["fp32", "pruned-int8"], max_accuracy_loss_points=0)
     valid.full_clean()
+
+
+def test_core_ml_is_off_by_default_and_the_policy_turns_it_on(project):
+    assert compression_config_for(project).coreml_variants == ()  # no Core ML unless a project asks
+    assert compression_config_for(project).offer_unexecuted is False
+    wrong = TrainingPolicy(project=project, coreml_variants=["pal4", "pal3"])
+    with pytest.raises(ValidationError) as caught:
+        wrong.full_clean()
+    assert "pal3" in caught.value.message_dict["coreml_variants"][0]
+    TrainingPolicy.objects.create(project=project, coreml_variants=["pal4", "fp16"], coreml_offer=True)
+    config = compression_config_for(project)
+    assert config.coreml_variants == ("fp16", "pal4") and config.offer_unexecuted is True
+    assert ("pal4", "mlpackage") in compression_plan(config)
 
 
 def test_the_admin_version_and_run_pages_show_the_card_and_its_chart(colour_photos, fake_pipeline, admin_client):

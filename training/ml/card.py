@@ -18,6 +18,13 @@ also carry accuracy_n (the holdout photos the accuracy rests on), log_loss and
 log_loss_increase (holdout, against the float model's), and ``fidelity``: agreement with the
 float model on the holdout AND on augmented views of every approved photo (photos the model
 did not fit as it saw them), see ``fidelity_summary``.
+by torch), preprocessing (the file's input spec) and details (how it was made). LiteRT rows add
+tensors (the file's input/output name, shape, dtype, int8 scale and zero point, for the manifest).
+Core ML rows (format "mlpackage") cannot be executed on Linux: executed False, estimated True,
+note "structure verified, not executed on this host", weight_bits and structure (what
+``skip_model_load`` showed); accuracy and top1_agreement are those of the torch model with the same
+fp16 or palettized weights, latency is None; unless the project's policy offers unexecuted files,
+``parity_failures`` carries that reason and the row is rejected.
 """
 
 from __future__ import annotations
