@@ -125,6 +125,12 @@ def dataset_snapshot_create(*, project: Project) -> DatasetSnapshot:
     ``near_duplicate_of`` chain), so a photo and its near copy never straddle train and holdout.
     An imported photo keeps the split its source instance gave it (see `dataset_split_keys`).
     """
+    manifest, counts = dataset_snapshot_manifest(project=project)
+    return dataset_snapshot_store(project=project, manifest=manifest, label_counts=counts)
+
+
+def dataset_snapshot_manifest(*, project: Project) -> tuple[dict, dict[str, dict[str, int]]]:
+    """The manifest a snapshot of the approved photos would hold, and its label counts; writes nothing."""
     from training.ml.pipeline import split_for  # pure Python, no torch at import
 
     holdout_percent = settings.PLATFORM_HOLDOUT_PERCENT
@@ -139,6 +145,12 @@ def dataset_snapshot_create(*, project: Project) -> DatasetSnapshot:
         )
         counts.setdefault(photo.label.name, {"train": 0, "holdout": 0})[split] += 1
     manifest = {"project": project.slug, "holdout_percent": holdout_percent, "photos": entries}
+    return manifest, counts
+
+
+def dataset_snapshot_store(*, project: Project, manifest: dict, label_counts: dict) -> DatasetSnapshot:
+    """The snapshot row of ``manifest`` (an identical one is reused)."""
+    counts, entries = label_counts, manifest["photos"]
     digest = hashlib.sha256(dataset_manifest_bytes(manifest)).hexdigest()
     snapshot, _ = DatasetSnapshot.objects.get_or_create(
         project=project,
@@ -289,7 +301,9 @@ def training_run_execute(
 def _release_of_snapshot(*, project: Project, snapshot: DatasetSnapshot) -> ModelVersion | None:
     """The newest published version, if it was trained on exactly this snapshot."""
     latest = ModelVersion.objects.filter(project=project).order_by("-version").first()
-    return latest if latest is not None and latest.snapshot_id == snapshot.pk else None
+    # An imported version was not trained on its snapshot (only scored on it): train anyway.
+    trained = latest is not None and latest.source == ModelVersion.Source.TRAINED
+    return latest if trained and latest.snapshot_id == snapshot.pk else None
 
 
 def training_run_cancel_request(*, runs, user=None) -> list[int]:
@@ -348,9 +362,21 @@ def training_run_gate(*, project: Project, snapshot: DatasetSnapshot, candidate:
         return {**record, "outcome": GATE_SKIPPED, "reason": "No published version yet: nothing to compare with."}
     # The release's float file, never a compressed one: the gate compares float models.
     artifact = next((a for a in champion.artifacts.all() if a.format == "onnx" and a.variant == "fp32"), None)
-    record["champion"] = {"version": champion.version, "labels": _label_names(champion.labels)}
+    imported = champion.source == ModelVersion.Source.IMPORTED
+    if artifact is None and imported:  # an imported ONNX file is the release, whatever its precision
+        artifact = next((a for a in champion.artifacts.all() if a.format == "onnx"), None)
+    record["champion"] = {"version": champion.version, "labels": _label_names(champion.labels),
+                          "source": champion.source}
     if artifact is None:
-        return {**record, "outcome": GATE_SKIPPED, "reason": f"Version {champion.version} has no fp32 ONNX file."}
+        reason = f"Version {champion.version} has no fp32 ONNX file."
+        if imported:
+            formats = ", ".join(sorted({a.format for a in champion.artifacts.all()})) or "no file"
+            reason = (
+                f"The release (v{champion.version}) was imported as {formats}, which the gate cannot score "
+                "(it runs releases with onnxruntime): the release could not be scored, so the gate is skipped "
+                "and the candidate is published on its own checks (holdout metrics, the compression policy)."
+            )
+        return {**record, "outcome": GATE_SKIPPED, "reason": reason, "scored": False}
     record["champion"]["artifact_sha256"] = artifact.sha256
 
     candidate_labels = list(candidate["labels"])
@@ -476,7 +502,9 @@ def _manifest_entries(snapshot: DatasetSnapshot) -> list[dict]:
     return entries
 
 
-def model_version_publish(*, run: TrainingRun, snapshot: DatasetSnapshot, result, compression) -> ModelVersion:
+def model_version_publish(
+    *, run: TrainingRun, snapshot: DatasetSnapshot, result, compression, provenance: dict | None = None
+) -> ModelVersion:
     """Store every offered file as one new immutable version, all or nothing.
 
     ``result`` is the training result (float model metrics and preprocessing), ``compression``
@@ -484,6 +512,7 @@ def model_version_publish(*, run: TrainingRun, snapshot: DatasetSnapshot, result
     and its compressed alternatives), its card is kept with the version. Each stored object is
     read back and its sha256 compared with the measured file's: what apps download is exactly
     what was measured. Any failure removes the objects already stored and creates no row.
+    ``provenance`` (imports) sets the version's source fields; the default is "trained".
     """
     project = run.project
     stored: list[str] = []
@@ -502,6 +531,7 @@ def model_version_publish(*, run: TrainingRun, snapshot: DatasetSnapshot, result
                 preprocessing=result.preprocessing.to_manifest(),
                 metrics=result.metrics.to_dict(),
                 model_card=_json_ready(compression.card),
+                **(provenance or {}),
             )
             for artifact in compression.artifacts:
                 stem = f"{project.slug}-v{number}-{artifact.variant}"
