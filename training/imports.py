@@ -15,6 +15,7 @@ trained version.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import tempfile
 import uuid
@@ -116,6 +117,29 @@ class _Fixed:
         return dict(self.value)
 
     to_dict = to_manifest
+
+
+def labels_parse(value) -> list[str]:
+    """Label names in output order from a JSON list, one name per line, or comma-separated text."""
+    if isinstance(value, (list, tuple)):
+        return [str(v).strip() for v in value]
+    text = str(value).strip()
+    if text.startswith("["):
+        parsed = json.loads(text)  # ValueError names the problem
+        return [str(v).strip() for v in parsed] if isinstance(parsed, list) else [str(parsed)]
+    separator = "\n" if "\n" in text else ","
+    return [v.strip() for v in text.split(separator) if v.strip()]
+
+
+def triple_parse(value) -> tuple[float, float, float]:
+    """Per-channel (R, G, B) numbers from "0.5,0.5,0.5", a JSON list, or one number for all three."""
+    items = value if isinstance(value, (list, tuple)) else str(value).strip().strip("[]").split(",")
+    values = tuple(float(v) for v in items)  # ValueError for anything else
+    if len(values) == 1:
+        values = values * 3
+    if len(values) != 3:
+        raise ValueError("three numbers (R, G, B) or one for all channels")
+    return values
 
 
 def model_version_import(
