@@ -204,7 +204,8 @@ def model_version_import(
             preprocessing=entry, measurements=row, extension=spec.extension,
         )
         metrics = _metrics(labels=labels, evaluation=evaluation)
-        card = _card(labels=labels, row=row, evaluation=evaluation, filename=filename, sha256=sha256)
+        card = _card(labels=labels, row=row, evaluation=evaluation, filename=filename, sha256=sha256,
+                     imported_by=user.get_username() if getattr(user, "pk", None) else None)
         with transaction.atomic():
             snapshot = dataset_snapshot_store(project=project, manifest=manifest, label_counts=counts)
             now = timezone.now()
@@ -432,7 +433,8 @@ def _metrics(*, labels: list[str], evaluation: _Evaluation) -> dict:
     return metrics
 
 
-def _card(*, labels: list[str], row: dict, evaluation: _Evaluation, filename: str, sha256: str) -> dict:
+def _card(*, labels: list[str], row: dict, evaluation: _Evaluation, filename: str, sha256: str,
+          imported_by: str | None) -> dict:
     accuracy = _accuracy(evaluation)
     return {
         "schema": CARD_SCHEMA,
@@ -446,7 +448,7 @@ def _card(*, labels: list[str], row: dict, evaluation: _Evaluation, filename: st
         "variants": [row],
         "recommended": {row["format"]: row["variant"]},
         "published": True,
-        "imported": {"filename": filename, "sha256": sha256, "note": evaluation.note},
+        "imported": {"filename": filename, "sha256": sha256, "imported_by": imported_by, "note": evaluation.note},
         "seconds": {},
         "config": {},
     }

@@ -116,6 +116,11 @@ def test_the_admin_form_imports_a_file_and_shows_refusals(admin_client, project)
     assert version.release_notes == "From our Colab notebook"
     page = admin_client.get(done["Location"]).content.decode()
     assert "imported by" in page and version.source_sha256 in page
+    # The public card and /releases/ say where the version came from.
+    card = admin_client.get("/api/mobile/v1/models/ants-bees/versions/1/card").json()
+    assert card["imported"]["sha256"] == version.source_sha256 and card["imported"]["filename"] == "colours.onnx"
+    releases = admin_client.get("/releases/").content.decode()
+    assert "Imported by" in releases and "From our Colab notebook" in releases
 
 
 def _red_and_blue(preprocessing: dict) -> np.ndarray:
