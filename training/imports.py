@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import tempfile
 import uuid
 import zipfile
@@ -135,6 +136,8 @@ def triple_parse(value) -> tuple[float, float, float]:
     """Per-channel (R, G, B) numbers from "0.5,0.5,0.5", a JSON list, or one number for all three."""
     items = value if isinstance(value, (list, tuple)) else str(value).strip().strip("[]").split(",")
     values = tuple(float(v) for v in items)  # ValueError for anything else
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError("finite numbers")
     if len(values) == 1:
         values = values * 3
     if len(values) != 3:
