@@ -147,3 +147,18 @@ def test_the_command_imports_a_file_with_a_label_file(colour_photos, tmp_path, s
     version = ModelVersion.objects.get()
     assert version.labels == ["ants", "bees"] and version.imported_by == staff
     assert "Published ants-bees version 1" in out.getvalue() and "95% CI" in out.getvalue()
+
+
+def test_a_failure_while_storing_leaves_no_row_and_no_object(project, media_files, monkeypatch):
+    from training import services
+    from training.models import DatasetSnapshot
+
+    def mismatch(*, name, expected):
+        raise services.StoredFileMismatch(f"{name}: read back differently")
+
+    monkeypatch.setattr(services, "_stored_sha256_check", mismatch)
+    with pytest.raises(services.StoredFileMismatch):
+        upload(project, "colours.onnx", colour_classifier(["ants", "bees"]), labels=["ants", "bees"])
+    assert not ModelVersion.objects.exists() and not TrainingRun.objects.exists()
+    assert not DatasetSnapshot.objects.exists()
+    assert not [p for p in media_files() if "models" in p.parts]
