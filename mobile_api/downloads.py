@@ -18,6 +18,7 @@ from common.files import stored_file_response
 from mobile_api.auth import app_identity_from_request, rate_limit_check
 from mobile_api.deltas import artifact_delta_get
 from mobile_api.rollout import INSTALL_ID
+from training.ml.formats import FORMATS
 from training.selectors import model_artifact_get
 
 INSTALL_ID_HEADER = "X-Install-Id"
@@ -27,7 +28,8 @@ _HEADERS = [
     OpenApiParameter(INSTALL_ID_HEADER, str, OpenApiParameter.HEADER, description="Counts the rate limit per install."),
     OpenApiParameter("Range", str, OpenApiParameter.HEADER, description="bytes=N- resumes a download (206)."),
 ]
-_RESPONSES = {(200, "application/octet-stream"): bytes, (206, "application/octet-stream"): bytes, 302: None}
+_RESPONSES = {(200, "application/octet-stream"): bytes, (206, "application/octet-stream"): bytes,
+              (200, "application/zip"): bytes, 302: None}
 
 
 class ModelDownloadApi(APIView):
@@ -43,12 +45,13 @@ class ModelDownloadApi(APIView):
         artifact = model_artifact_get(project_slug=name, version=version, format=fmt, variant=variant_name)
         if artifact is None:
             raise NotFound(f"No file {variant!r} in version {version} of {name!r}.", code="artifact_not_found")
+        spec = FORMATS.get(fmt)
         return stored_file_response(
             request,
             name=artifact.file.name,
             etag=artifact.sha256,
-            content_type="application/octet-stream",
-            download_name=f"{name}-v{version}-{variant}.{fmt}",
+            content_type=spec.content_type if spec else "application/octet-stream",
+            download_name=f"{name}-v{version}-{variant}.{spec.extension if spec else fmt}",
         )
 
 

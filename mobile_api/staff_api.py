@@ -95,7 +95,7 @@ class RolloutInput(MoveInput):
 class PromoteInput(RolloutInput):
     rollout_percent = serializers.IntegerField(min_value=0, max_value=100, default=100)
     platforms = serializers.ListField(child=serializers.ChoiceField(update.PLATFORMS), default=list, max_length=3)
-    formats = serializers.ListField(child=serializers.ChoiceField(update.FORMATS), default=list, max_length=2)
+    formats = serializers.ListField(child=serializers.ChoiceField(update.FORMATS), default=list, max_length=len(update.FORMATS))
     min_app_version = serializers.RegexField(rollout.APP_VERSION.pattern, required=False, allow_blank=True,
                                              default="")
     max_app_version = serializers.RegexField(rollout.APP_VERSION.pattern, required=False, allow_blank=True,

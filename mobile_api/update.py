@@ -28,17 +28,19 @@ from challenges.models import Project
 from mobile_api import rollout, selectors
 from mobile_api.deltas import deltas_by_artifact
 from mobile_api.models import Channel
+from training.ml.formats import FORMATS as _FORMAT_SPECS
 from training.models import ModelArtifact, ModelVersion
 
 logger = logging.getLogger(__name__)
 
 SCHEMA = 1
 # The formats an app may accept and the platforms it may name (PROTOCOL.md).
-FORMATS = ("onnx", "pte")
+# Their facts (runtime, extension, content type) live in training.ml.formats.
+FORMATS = tuple(_FORMAT_SPECS)  # ("onnx", "pte", "tflite", "mlpackage")
 PLATFORMS = ("android", "ios", "other")
 # format -> (runtime that loads the file, its delegate)
-RUNTIMES = {"onnx": ("onnxruntime", None), "pte": ("executorch", "xnnpack")}
-_FORMAT_ORDER = {"onnx": 0, "pte": 1}
+RUNTIMES = {name: (spec.runtime, spec.delegate) for name, spec in _FORMAT_SPECS.items()}
+_FORMAT_ORDER = {name: i for i, name in enumerate(_FORMAT_SPECS)}
 # Measurements (the file's model card row) an app may use to choose between alternatives.
 ARTIFACT_METRICS = ("accuracy", "top1_agreement", "latency_ms", "threads", "peak_memory_mb")
 RULE = (
@@ -93,8 +95,23 @@ def artifact_entry(*, artifact: ModelArtifact, version: ModelVersion, absolute: 
         "size": artifact.size,
         "sha256": artifact.sha256,
         "download_url": absolute(path),
+        **_format_fields(artifact=artifact, measurements=measurements),
         "deltas": [_delta_entry(delta=d, version=version, variant=variant, absolute=absolute) for d in deltas or []],
     }
+
+
+def _format_fields(*, artifact: ModelArtifact, measurements: dict) -> dict:
+    """What only some formats carry: LiteRT's tensor details, Core ML's packaging and verification."""
+    spec = _FORMAT_SPECS.get(artifact.format)
+    out = {}
+    if spec is not None and artifact.format not in ("onnx", "pte"):  # older entries keep their exact shape
+        out["file_extension"] = spec.extension
+        out["content_type"] = spec.content_type
+    if measurements.get("tensors"):
+        out["tensors"] = measurements["tensors"]
+    if spec is not None and not spec.executable_here:
+        out["verified"] = measurements.get("note") or "structure only"
+    return out
 
 
 def _delta_entry(*, delta, version: ModelVersion, variant: str, absolute: Callable[[str], str]) -> dict:

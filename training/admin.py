@@ -217,7 +217,8 @@ class TrainingPolicyAdmin(admin.ModelAdmin):
 
     list_display = ["project", "strategy_override", "compression_variants", "max_accuracy_loss_points", "updated_at"]
     list_select_related = ["project"]
-    fields = ["project", "strategy_override", "note", "compression_variants", "max_accuracy_loss_points"]
+    fields = ["project", "strategy_override", "note", "compression_variants", "max_accuracy_loss_points",
+              "coreml_variants", "coreml_offer"]
 
 
 @admin.register(DatasetSnapshot)

@@ -126,12 +126,23 @@ class TrainingPolicy(TimeStampedModel):
         help_text="Holdout accuracy points a compressed file may lose against the float model; "
         "empty: the site default (1 point).",
     )
+    coreml_variants = models.JSONField(
+        default=list, blank=True,
+        help_text='Core ML packages to build, e.g. ["fp16", "pal4"] (fp16, pal8, pal6, pal4, pal2: k-means '
+        "palettized weights of that many bits); empty: none. Core ML cannot run on the Linux workers: "
+        "each file is checked in structure and its accuracy estimated in torch.",
+    )
+    coreml_offer = models.BooleanField(
+        default=False,
+        help_text="Offer Core ML files to apps although they were only checked in structure, not executed "
+        "(turn on after trying them on an Apple device).",
+    )
 
     class Meta:
         verbose_name_plural = "training policies"
 
     def clean(self) -> None:
-        from training.ml.config import COMPRESSION_VARIANTS  # pure Python, no torch
+        from training.ml.config import COMPRESSION_VARIANTS, COREML_VARIANTS  # pure Python, no torch
 
         errors = {}
         if self.compression_variants is None:  # an emptied admin field: the site default
@@ -148,6 +159,16 @@ class TrainingPolicy(TimeStampedModel):
                     )
                 elif "fp32" not in variants:
                     errors["compression_variants"] = "fp32 (the float model itself) is always built: include it."
+        if self.coreml_variants is None:
+            self.coreml_variants = []
+        coreml = self.coreml_variants
+        if not isinstance(coreml, list) or not all(isinstance(v, str) for v in coreml):
+            errors["coreml_variants"] = "A list of Core ML variant names."
+        elif sorted(set(coreml) - set(COREML_VARIANTS)):
+            errors["coreml_variants"] = (
+                f"Unknown Core ML variants {sorted(set(coreml) - set(COREML_VARIANTS))}; "
+                f"known: {', '.join(COREML_VARIANTS)}."
+            )
         points = self.max_accuracy_loss_points
         if points is not None and not 0.0 <= points < 100.0:
             errors["max_accuracy_loss_points"] = "Between 0 and 100 (exclusive) points."
@@ -207,11 +228,11 @@ class ModelArtifact(models.Model):
     """One file of a version: one variant (fp32, int8, pruned, ...) in one format, measured by its runtime."""
 
     version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="artifacts")
-    format = models.CharField(max_length=16, help_text="onnx or pte")
+    format = models.CharField(max_length=16, help_text="onnx, pte, tflite or mlpackage (training.ml.formats)")
     variant = models.CharField(
         max_length=32, default="fp32", help_text="fp32, fp16, int8, pruned, pruned-int8, distilled, distilled-int8"
     )
-    precision = models.CharField(max_length=16, help_text="fp32, fp16 or int8")
+    precision = models.CharField(max_length=16, help_text="fp32, fp16, int8, or pal8/pal6/pal4/pal2 (Core ML)")
     recommended = models.BooleanField(default=False, help_text="The smallest offered file of its format.")
     file = models.FileField(max_length=300)
     size = models.PositiveBigIntegerField()

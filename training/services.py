@@ -597,8 +597,10 @@ def compression_config_for(project: Project):
 
     variants = tuple(settings.PLATFORM_COMPRESSION_VARIANTS)
     points = float(settings.PLATFORM_MAX_ACCURACY_LOSS_POINTS)
+    coreml, offer_unexecuted = (), False
     policy = TrainingPolicy.objects.filter(project=project).first()
     if policy is not None:
+        coreml, offer_unexecuted = tuple(policy.coreml_variants or ()), bool(policy.coreml_offer)
         if policy.compression_variants:
             variants = tuple(policy.compression_variants)
         if policy.max_accuracy_loss_points is not None:
@@ -610,6 +612,8 @@ def compression_config_for(project: Project):
         prune_macs_ratio=float(settings.PLATFORM_PRUNE_MACS_RATIO),
         distill_min_train_photos=int(settings.PLATFORM_DISTILL_MIN_TRAIN_PHOTOS),
         latency_threads=int(settings.PLATFORM_LATENCY_THREADS),
+        coreml_variants=coreml,
+        offer_unexecuted=offer_unexecuted,
     )
 
 

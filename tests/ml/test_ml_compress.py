@@ -87,7 +87,7 @@ def compressed(tmp_path_factory):
         model=model, float_onnx=_float_onnx(model, tmp_path), labels=LABELS, preprocessing=PRE,
         train=[s for s in samples if s.split == "train"], holdout=[s for s in samples if s.split == "holdout"],
         out_dir=tmp_path / "out",
-        config=CompressionConfig(distill_min_train_photos=10, distill_input_size=32, prune_macs_ratio=0.6,
+        config=CompressionConfig(formats=("onnx", "pte"), distill_min_train_photos=10, distill_input_size=32, prune_macs_ratio=0.6,
                                  calibration_photos=16, fine_tune_epochs=2, latency_runs=5),
         progress=lambda stage, fraction: stages.append(stage),
     )

@@ -2,10 +2,12 @@
 
 ``compression_pipeline`` builds each configured variant (fp32, fp16 weights, int8 static
 quantization, channel-pruned + fine-tuned, distilled student, and their int8 versions) in
-each format (ONNX for onnxruntime, ExecuTorch ``.pte`` with the XNNPACK delegate), loads
-every written file back with its own runtime in a fresh process (``training.ml.measure``),
-runs the holdout photos through it, and lets ``card.policy_apply`` decide which files apps
-are offered. Nothing here imports Django.
+each format (ONNX for onnxruntime, ExecuTorch ``.pte`` with the XNNPACK delegate, LiteRT
+``.tflite``; Core ML ``.mlpackage`` when the policy asks), loads every written file back with
+its own runtime in a fresh process (``training.ml.measure``), runs the holdout photos through
+it, and lets ``card.policy_apply`` decide which files apps are offered. Core ML cannot run on
+Linux: its files are checked in structure and scored by an estimate (``coreml_check``).
+Nothing here imports Django.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import io
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +26,7 @@ import numpy as np
 from training.ml.card import FAILED, SKIPPED, card_build
 from training.ml.config import CompressionConfig, ParityTolerance, Preprocessing
 from training.ml.errors import PipelineError, VerificationError
+from training.ml.export_mobile import ConverterMissing
 
 #: Progress stages of ``compression_pipeline``.
 COMPRESSION_STAGES = ("compress", "measure")
@@ -33,8 +37,8 @@ class ShippedArtifact:
     """One offered file, ready to be stored: what the registry and the manifest need."""
 
     variant: str  # "fp32", "fp16", "int8", "pruned", "pruned-int8", "distilled", "distilled-int8"
-    format: str  # "onnx" | "pte"
-    precision: str  # "fp32" | "fp16" | "int8"
+    format: str  # a key of training.ml.formats.FORMATS: "onnx", "pte", "tflite", "mlpackage"
+    precision: str  # "fp32" | "fp16" | "int8" | "pal8" | "pal6" | "pal4" | "pal2"
     path: Path  # the measured file (its bytes are what gets stored)
     sha256: str
     size: int
@@ -45,7 +49,9 @@ class ShippedArtifact:
 
     @property
     def extension(self) -> str:
-        return {"onnx": "onnx", "pte": "pte"}[self.format]
+        from training.ml.formats import format_spec
+
+        return format_spec(self.format).extension
 
 
 @dataclass
@@ -121,7 +127,7 @@ def compression_pipeline(
             try:
                 source = sources.get(variant_source(variant))
                 built.append(_build(source=source, variant=variant, fmt=fmt, sources=sources))
-            except _Skipped as exc:
+            except (_Skipped, ConverterMissing) as exc:
                 rows.append(_row_unbuilt(variant, fmt, status=SKIPPED, reason=str(exc)))
             except Exception as exc:  # noqa: BLE001 - one variant failing must not sink the others
                 rows.append(_row_unbuilt(variant, fmt, status=FAILED, reason=f"{type(exc).__name__}: {exc}"))
@@ -134,6 +140,13 @@ def compression_pipeline(
             report("measure", index / max(len(built), 1))
             if item.preprocessing not in inputs_by_preprocessing:
                 inputs_by_preprocessing[item.preprocessing] = samples_arrays(holdout, item.preprocessing)
+            if item.format == "mlpackage":
+                rows.append(coreml_check(
+                    built=item, model=sources.get(variant_source(item.variant)).model,
+                    inputs=inputs_by_preprocessing[item.preprocessing], reference=reference, y_true=holdout_y,
+                    offer_unexecuted=config.offer_unexecuted,
+                ))
+                continue
             rows.append(
                 variant_check(
                     built=item, inputs=inputs_by_preprocessing[item.preprocessing], reference=reference,
@@ -186,6 +199,11 @@ _VARIANTS = {
     "pruned-int8": ("pruned", "int8"),
     "distilled": ("distilled", "fp32"),
     "distilled-int8": ("distilled", "int8"),
+    # Core ML only: k-means palettized weights
+    "pal8": ("float", "pal8"),
+    "pal6": ("float", "pal6"),
+    "pal4": ("float", "pal4"),
+    "pal2": ("float", "pal2"),
 }
 
 
@@ -199,17 +217,21 @@ def variant_precision(variant: str) -> str:
 
 
 def compression_plan(config: CompressionConfig) -> list[tuple[str, str]]:
-    """(variant, format) pairs to build, in card order. fp16 weights exist for ONNX only.
+    """(variant, format) pairs to build, in card order; each format builds the variants it has.
 
     ExecuTorch's XNNPACK fp16 path computes in half precision, which needs the ARMv8.2 fp16
     units of phones; this x86 verification host cannot prove such a file, so none is built.
+    LiteRT builds fp32, fp16 and int8 of the float model; Core ML the policy's ``coreml_variants``.
     """
-    return [
+    from training.ml.formats import FORMATS
+
+    plan = [
         (variant, fmt)
         for variant in config.variants
         for fmt in config.formats
-        if not (variant == "fp16" and fmt == "pte")
+        if variant in FORMATS[fmt].variants
     ]
+    return plan + [(variant, "mlpackage") for variant in config.coreml_variants]
 
 
 # -- building ------------------------------------------------------------------------------
@@ -314,11 +336,25 @@ def _build(*, source: _Source, variant: str, fmt: str, sources: _Sources) -> _Bu
     """Write one file for (variant, format) and say how it was made."""
     from training.ml import export
 
+    from training.ml import export_mobile
+    from training.ml.formats import format_spec
+
     precision = variant_precision(variant)
-    path = sources.out_dir / f"{variant}.{fmt}"
+    path = sources.out_dir / format_spec(fmt).file_name(variant)
     details = {**source.details}
     pre = source.preprocessing
-    if fmt == "onnx":
+    if fmt == "tflite":
+        calibration = sources.calibration_arrays(pre) if precision == "int8" else None
+        export_mobile.tflite_export(model=source.model, path=path, input_size=pre.input_size, precision=precision,
+                                    calibration=calibration)
+        details["tflite"] = _TFLITE_METHODS[precision]
+        if calibration is not None:
+            details["tflite"] = {"method": _TFLITE_METHODS[precision], "calibration_photos": len(calibration)}
+    elif fmt == "mlpackage":
+        export_mobile.coreml_export(model=source.model, path=path, preprocessing=pre, labels=sources.labels,
+                                    variant=variant)
+        details["coreml"] = _COREML_METHODS.get(variant) or _COREML_METHODS["pal"].format(bits=precision[3:])
+    elif fmt == "onnx":
         if source.onnx_fp32 is None:
             source.onnx_fp32 = export.onnx_export(
                 model=source.model, path=sources.out_dir / f"{source.name}-fp32.onnx", preprocessing=pre,
@@ -346,11 +382,26 @@ def _build(*, source: _Source, variant: str, fmt: str, sources: _Sources) -> _Bu
             details["int8"] = {"method": "torchao PT2E, XNNPACKQuantizer symmetric per-channel; stem and head in float",
                                "calibration_photos": len(calibration)}
     strict = None
-    if source.name == "float" and precision == "fp32":
+    if fmt == "mlpackage":
+        pass  # not executed here: scored by an estimate, judged by the policy's loss and agreement
+    elif source.name == "float" and precision == "fp32":
         strict = ParityTolerance()
     elif source.name == "float" and precision == "fp16":
         strict = ParityTolerance(max_abs_diff=1e-2, min_agreement=0.0)  # agreement: the policy's floor
     return _Built(variant, fmt, precision, Path(path), pre, details, strict)
+
+
+_TFLITE_METHODS = {
+    "fp32": "litert-torch convert (float32)",
+    "fp16": "litert-torch convert, then ai-edge-quantizer float16 weight-only (compute stays float32)",
+    "int8": "full-integer int8: torchao PT2E with litert-torch's PT2EQuantizer, symmetric per-channel weights, "
+            "int8 activations; float32 input and output",
+}
+_COREML_METHODS = {
+    "fp16": "coremltools ML Program, fp16 weights and compute",
+    "pal": "coremltools palettize_weights k-means, {bits}-bit per-tensor look-up tables (fp16 values) on weights "
+           "of >= 2048 elements, the rest fp16",
+}
 
 
 # -- files -----------------------------------------------------------------------------------
@@ -754,6 +805,74 @@ def variant_check(
         "parity_failures": failures,
         "parity_tolerance": dataclasses.asdict(built.tolerance) if built.tolerance else None,
         **measured.to_dict(),
+    }
+
+
+def coreml_check(
+    *, built: _Built, model, inputs: np.ndarray, reference: np.ndarray, y_true: Sequence[int], offer_unexecuted: bool
+) -> dict:
+    """The card row of a Core ML file: its structure checked here, its accuracy estimated in torch.
+
+    Core ML does not run on Linux. The stored bytes are unzipped and read with
+    ``skip_model_load`` (input name and shape against the manifest, labels, weight bit width);
+    the accuracy and agreement are those of the torch model carrying the same fp16 or k-means
+    palettized weights (``palettize_torch``), marked as estimates. Unless the policy offers
+    unexecuted files, the row is rejected with the reason.
+    """
+    from training.ml.export_mobile import palettize_torch
+    from training.ml.formats import PALETTE_BITS, STRUCTURE_ONLY, mlpackage_inspect
+    from training.ml.inference import INPUT_NAME, file_sha256
+    from training.ml.parity import predictions_compare
+
+    row = {
+        "variant": built.variant, "format": built.format, "precision": built.precision,
+        "file": built.path.name, "size": built.path.stat().st_size, "sha256": file_sha256(built.path),
+        "preprocessing": built.preprocessing.to_manifest(), "details": built.details,
+    }
+    try:
+        structure = mlpackage_inspect(built.path.read_bytes())
+    except VerificationError as exc:
+        return {**row, "status": FAILED, "reason": str(exc)}
+    size = built.preprocessing.input_size
+    problems = []
+    first = structure["inputs"][0] if structure["inputs"] else {}
+    if first.get("name") != INPUT_NAME or first.get("shape") != [1, 3, size, size]:
+        problems.append(f"input {first} is not {INPUT_NAME} [1, 3, {size}, {size}]")
+    if structure["labels"] is None or len(structure["labels"]) != reference.shape[1]:
+        problems.append(f"labels {structure['labels']} do not match the {reference.shape[1]} outputs")
+    embedded = structure["metadata"].get("preprocessing")
+    if embedded is None or json.loads(embedded) != json.loads(json.dumps(built.preprocessing.to_manifest())):
+        problems.append("the embedded preprocessing differs from the manifest's")
+    bits = PALETTE_BITS.get(built.variant, 16)
+    if structure["weight_bits"] != bits:
+        problems.append(f"stored weights have {structure['weight_bits']} bits, the variant promises {bits}")
+    if problems:
+        return {**row, "status": FAILED, "reason": "; ".join(problems), "structure": structure}
+    estimate = model_probabilities(palettize_torch(model, bits=PALETTE_BITS.get(built.variant)), inputs)
+    compared = predictions_compare(reference=reference, candidate=estimate, y_true=y_true)
+    blocked = [] if offer_unexecuted else [
+        f"{STRUCTURE_ONLY}; the project's policy does not offer files that were not executed"
+    ]
+    return {
+        **row,
+        "status": "measured",
+        "executed": False,
+        "note": STRUCTURE_ONLY,
+        "estimated": True,
+        "estimate": "accuracy and agreement of the torch model with the same stored weights "
+                    "(fp16 or k-means palettized), computed in float32: Core ML does not run on this host",
+        "accuracy": compared.accuracy,
+        "top1_agreement": compared.top1_agreement,
+        "max_prob_diff": compared.max_abs_diff,
+        "mean_prob_diff": compared.mean_abs_diff,
+        "disagreements": list(compared.disagreements),
+        "parity_failures": blocked,
+        "parity_tolerance": None,
+        "latency_ms": None,
+        "load_ms": None,
+        "peak_memory_mb": None,
+        "weight_bits": structure["weight_bits"],
+        "structure": {key: structure[key] for key in ("inputs", "outputs", "labels", "weight_bits")},
     }
 
 

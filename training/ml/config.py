@@ -153,8 +153,12 @@ DEFAULT_TOLERANCE = ParityTolerance()
 
 #: Every variant the compression stage can build; see ``training.ml.compress``.
 COMPRESSION_VARIANTS = ("fp32", "fp16", "int8", "pruned", "pruned-int8", "distilled", "distilled-int8")
-#: The app runtimes' file formats: ONNX (onnxruntime) and ExecuTorch .pte (XNNPACK delegate).
-COMPRESSION_FORMATS = ("onnx", "pte")
+#: The app runtimes' file formats: ONNX (onnxruntime), ExecuTorch .pte (XNNPACK delegate) and
+#: LiteRT .tflite (fp32, fp16 and int8 only). Their facts: ``training.ml.formats``.
+COMPRESSION_FORMATS = ("onnx", "pte", "tflite")
+#: Core ML variants (format "mlpackage"): fp16 weights, or k-means palettized weights of 8, 6, 4
+#: or 2 bits. Built only when a project's policy names them (``CompressionConfig.coreml_variants``).
+COREML_VARIANTS = ("fp16", "pal8", "pal6", "pal4", "pal2")
 
 
 @dataclass(frozen=True)
@@ -184,6 +188,10 @@ class CompressionConfig:
     latency_threads: int = 1  # fixed thread count for every latency figure (phones: 1-4 big cores)
     latency_runs: int = 30  # batch-1 runs timed per file (after warm-up), besides the holdout
     seed: int = 0
+    # Core ML: which variants to build (empty: none), and whether files this Linux host can only
+    # check in structure (Core ML does not run here) may be offered to apps at all.
+    coreml_variants: tuple[str, ...] = ()
+    offer_unexecuted: bool = False
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.variants) - set(COMPRESSION_VARIANTS))
@@ -206,5 +214,9 @@ class CompressionConfig:
             raise ValueError("calibration_photos, latency_threads, latency_runs, fine_tune_max_photos must be >= 1")
         if self.fine_tune_epochs < 0 or not self.fine_tune_lr > 0 or not self.distill_temperature > 0:
             raise ValueError("fine_tune_epochs must be >= 0, fine_tune_lr and distill_temperature > 0")
+        unknown = sorted(set(self.coreml_variants) - set(COREML_VARIANTS))
+        if unknown:
+            raise ValueError(f"unknown Core ML variants {unknown}; known: {list(COREML_VARIANTS)}")
+        object.__setattr__(self, "coreml_variants", tuple(v for v in COREML_VARIANTS if v in self.coreml_variants))
         object.__setattr__(self, "variants", tuple(v for v in COMPRESSION_VARIANTS if v in self.variants))
         object.__setattr__(self, "formats", tuple(f for f in COMPRESSION_FORMATS if f in self.formats))

@@ -281,8 +281,8 @@ _MIL_BITS = {10: 16, 11: 32, 12: 64, 13: 16, 21: 8, 22: 16, 23: 32, 24: 64, 25: 
 def mlprogram_weight_bits(spec) -> int | None:
     """Fewest bits per element among an ML Program's stored weight tensors (rank >= 2).
 
-    A palettized weight is stored as uint<N> look-up indices (N = 8, 6, 4, 2, 1) plus a small
-    fp16 palette, so this is the palette's index width; an fp16 package gives 16. None for
+    A palettized weight (``constexpr_lut_to_dense``) counts log2 of its palette's size, the bits
+    of each packed index (8, 6, 4, 2 or 1); an fp16 package gives 16. None for
     specs without an ML Program (e.g. a NeuralNetwork ``.mlmodel``).
     """
     if spec.WhichOneof("Type") != "mlProgram":
@@ -291,6 +291,13 @@ def mlprogram_weight_bits(spec) -> int | None:
     for function in spec.mlProgram.functions.values():
         for block in function.block_specializations.values():
             for op in block.operations:
+                if op.type == "constexpr_lut_to_dense" and "lut" in op.attributes:
+                    # iOS16 opset: the palette is an attribute of 2^bits entries; the indices are packed
+                    dims = op.attributes["lut"].type.tensorType.dimensions
+                    entries = int(np.prod([d.constant.size for d in dims])) if dims else 0
+                    if entries > 1:
+                        widths.append(int(round(np.log2(entries))))
+                    continue
                 if op.type != "const":
                     continue
                 for output in op.outputs:

@@ -2,7 +2,7 @@
 
 ``artifact_measure`` (parent side) writes the preprocessed holdout to a ``.npy`` file and runs
 ``python -m training.ml.measure`` on the file's bytes. The child imports only its runtime
-(onnxruntime, or ExecuTorch's runtime for ``.pte``), notes its resident memory, loads the
+(onnxruntime, ExecuTorch's runtime for ``.pte``, LiteRT's interpreter for ``.tflite``), notes its resident memory, loads the
 model from the bytes, runs every input one at a time, times extra runs on the first input,
 and reports JSON: load time, median and p90 latency, and the peak resident memory above what
 the process held before loading (the model and its working buffers). A fresh process per file
@@ -40,9 +40,11 @@ class Measurement:
     peak_memory_mb: float  # peak RSS above the process's RSS before loading the model
     threads: int
     runs: int
+    tensors: dict | None = None  # LiteRT: the file's input/output tensors (name, shape, dtype, quantization)
 
     def to_dict(self) -> dict:
-        return {
+        extra = {"tensors": self.tensors} if self.tensors is not None else {}
+        return {**extra,
             "load_ms": round(self.load_ms, 2),
             "latency_ms": round(self.latency_ms, 3),
             "latency_p90_ms": round(self.latency_p90_ms, 3),
@@ -59,8 +61,8 @@ def artifact_measure(
 
     The error names the runtime's own message when the file does not load or run.
     """
-    if format not in ("onnx", "pte"):
-        raise VerificationError(f"unknown model format {format!r}")
+    if format not in _RUNNERS:
+        raise VerificationError(f"no runtime on this host executes model format {format!r}")
     with tempfile.TemporaryDirectory(prefix="measure-") as tmp:
         inputs_path, out_path = Path(tmp) / "inputs.npy", Path(tmp) / "probabilities.npy"
         np.save(inputs_path, np.ascontiguousarray(inputs, dtype=np.float32))
@@ -90,6 +92,7 @@ def artifact_measure(
         peak_memory_mb=report["peak_memory_mb"],
         threads=threads,
         runs=report["runs"],
+        tensors=report.get("tensors"),
     )
 
 
@@ -145,9 +148,23 @@ def _pte_runner(payload: bytes, threads: int):
     return run
 
 
+def _tflite_runner(payload: bytes, threads: int):
+    from training.ml.formats import tflite_runner
+
+    return tflite_runner(payload, num_threads=threads)
+
+
+#: format -> (runner factory, the runtime's modules, imported before the memory baseline)
+_RUNNERS = {
+    "onnx": (_onnx_runner, ("onnxruntime",)),
+    "pte": (_pte_runner, ("torch", "executorch.extension.pybindings._C")),
+    "tflite": (_tflite_runner, ("ai_edge_litert.interpreter",)),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--format", choices=["onnx", "pte"], required=True)
+    parser.add_argument("--format", choices=sorted(_RUNNERS), required=True)
     parser.add_argument("--model", type=Path, required=True)
     parser.add_argument("--inputs", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
@@ -157,13 +174,12 @@ def main(argv: list[str] | None = None) -> int:
 
     inputs = np.load(args.inputs)
     payload = args.model.read_bytes()
-    make = _onnx_runner if args.format == "onnx" else _pte_runner
+    make, modules = _RUNNERS[args.format]
     # The runtime's own libraries are not the model's memory: import them before the baseline.
-    if args.format == "pte":
-        import torch  # noqa: F401
-        from executorch.extension.pybindings import _C  # noqa: F401
-    else:
-        import onnxruntime  # noqa: F401
+    import importlib
+
+    for module in modules:
+        importlib.import_module(module)
 
     baseline = _rss_bytes()
     _peak_reset()
@@ -186,6 +202,11 @@ def main(argv: list[str] | None = None) -> int:
         run(first)
         timings.append(time.perf_counter() - t0)
     peak = max(0, _peak_rss_bytes() - baseline)
+    tensors = None
+    if args.format == "tflite":
+        from training.ml.formats import tflite_interpreter, tflite_tensors
+
+        tensors = tflite_tensors(tflite_interpreter(payload))
     np.save(args.out, np.concatenate(outputs) if outputs else np.zeros((0, 0), dtype=np.float32))
     ms = np.asarray(timings) * 1e3
     print(json.dumps({
@@ -194,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         "latency_p90_ms": float(np.percentile(ms, 90)),
         "peak_memory_mb": peak / 1e6,
         "runs": len(timings),
+        **({"tensors": tensors} if tensors is not None else {}),
     }))
     return 0
 

@@ -1,0 +1,195 @@
+"""LiteRT (.tflite) and Core ML (.mlpackage) files: built, loaded from their bytes, judged by the policy.
+
+A tiny CNN keeps the conversions in seconds; the real MobileNetV2 on ants and bees runs in
+bench/compression.py and in the slow nightly test (tests/training/test_nightly.py).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+
+from training.ml.card import OFFERED, REJECTED, SKIPPED
+from training.ml.config import CompressionConfig
+from training.ml.formats import STRUCTURE_ONLY, format_of_filename, format_spec, mlpackage_unzip
+
+from .test_ml_compress import LABELS, PRE, _samples, _tiny_model
+
+CONFIG = CompressionConfig(variants=("fp32", "fp16", "int8"), formats=("tflite",), coreml_variants=("fp16", "pal4"),
+                           calibration_photos=16, latency_runs=5)
+
+
+def _run(tmp_path, config: CompressionConfig, model=None):
+    from training.ml.compress import compression_pipeline
+
+    samples = _samples()
+    return compression_pipeline(
+        model=model or _tiny_model(), float_onnx=tmp_path / "unused.onnx", labels=LABELS, preprocessing=PRE,
+        train=[s for s in samples if s.split == "train"], holdout=[s for s in samples if s.split == "holdout"],
+        out_dir=tmp_path / "out", config=config,
+    )
+
+
+@pytest.fixture(scope="module")
+def mobile(tmp_path_factory):
+    """TFLite fp32/fp16/int8 and Core ML fp16/pal4 of the tiny model, built and measured once."""
+    model, tmp_path = _tiny_model(), tmp_path_factory.mktemp("mobile")
+    result = _run(tmp_path, CONFIG, model=model)
+    return result, model, {(r["variant"], r["format"]): r for r in result.card["variants"]}, tmp_path / "out"
+
+
+def test_tflite_files_are_measured_by_litert_from_their_bytes_and_offered_within_the_loss(mobile):
+    result, _, rows, _ = mobile
+    json.dumps(result.card, allow_nan=False)  # JSON-ready
+    for variant in ("fp32", "fp16", "int8"):
+        row = rows[(variant, "tflite")]
+        assert row["status"] == OFFERED, row
+        assert row["file"] == f"{variant}.tflite"
+        assert row["accuracy"] == pytest.approx(result.card["float"]["accuracy"], abs=0.01)
+        assert row["top1_agreement"] >= 0.95 and row["latency_ms"] > 0 and row["peak_memory_mb"] >= 0
+        tensors = row["tensors"]
+        assert tensors["inputs"][0]["shape"] == [1, 3, PRE.input_size, PRE.input_size]
+        assert tensors["outputs"][0]["shape"] == [1, len(LABELS)] and tensors["outputs"][0]["dtype"] == "float32"
+    # fp32 files are held to the strict parity tolerance; fp16 halves the weights, int8 quarters them
+    assert rows[("fp32", "tflite")]["max_prob_diff"] < 1e-3
+    assert rows[("fp16", "tflite")]["size_ratio"] < 0.8
+    assert rows[("int8", "tflite")]["size_ratio"] < rows[("fp16", "tflite")]["size_ratio"]
+    # full-integer: the int8 file takes int8 input with the scale and zero point apps must apply
+    quantized = rows[("int8", "tflite")]["tensors"]["inputs"][0]
+    assert quantized["dtype"] == "int8" and quantized["quantization"]["scale"] > 0
+    assert rows[("fp32", "tflite")]["tensors"]["inputs"][0]["quantization"] is None
+    assert result.card["recommended"]["tflite"] == "int8" and result.published
+    shipped = {a.variant: a for a in result.artifacts if a.format == "tflite"}
+    assert shipped["int8"].extension == "tflite" and shipped["int8"].recommended
+
+
+def test_the_int8_tflite_file_runs_in_litert_like_the_torch_model(mobile):
+    import torch
+    from ai_edge_litert.interpreter import Interpreter
+
+    from training.ml.compress import samples_arrays
+
+    result, model, _, _ = mobile
+    artifact = next(a for a in result.artifacts if (a.format, a.variant) == ("tflite", "int8"))
+    interpreter = Interpreter(model_content=artifact.path.read_bytes())  # as an app holds it
+    interpreter.allocate_tensors()
+    source, target = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    scale, zero_point = source["quantization"]
+    holdout = [s for s in _samples() if s.split == "holdout"]
+    x = samples_arrays(holdout, PRE)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x)).numpy().argmax(axis=1)
+    answers = []
+    for i in range(len(x)):
+        q = np.clip(np.round(x[i : i + 1] / scale + zero_point), -128, 127).astype(np.int8)
+        interpreter.set_tensor(source["index"], q)
+        interpreter.invoke()
+        answers.append(int(interpreter.get_tensor(target["index"]).argmax()))
+    assert (np.array(answers) == expected).mean() >= 0.95
+
+
+def test_core_ml_packages_are_checked_in_structure_and_not_offered_unless_the_policy_says(mobile):
+    result, _, rows, _ = mobile
+    for variant, bits in (("fp16", 16), ("pal4", 4)):
+        row = rows[(variant, "mlpackage")]
+        assert row["status"] == REJECTED and STRUCTURE_ONLY in row["reason"]
+        assert row["executed"] is False and row["estimated"] is True and row["note"] == STRUCTURE_ONLY
+        assert row["weight_bits"] == bits and row["latency_ms"] is None
+        assert row["structure"]["labels"] == list(LABELS)
+        assert row["structure"]["inputs"][0]["name"] == "input"
+        assert row["accuracy"] == pytest.approx(result.card["float"]["accuracy"], abs=0.05)
+        assert row["file"] == f"{variant}.mlpackage.zip"
+    assert rows[("pal4", "mlpackage")]["size"] < rows[("fp16", "mlpackage")]["size"]
+    assert not any(a.format == "mlpackage" for a in result.artifacts)
+    assert "mlpackage" not in result.card["recommended"]
+
+
+def test_a_policy_that_offers_unexecuted_files_offers_a_core_ml_package_within_the_loss(mobile, tmp_path):
+    from training.ml.card import policy_apply
+    from training.ml.compress import _Built, coreml_check, samples_arrays
+
+    from training.ml.compress import model_probabilities
+
+    result, model, _, out_dir = mobile
+    holdout = [s for s in _samples() if s.split == "holdout"]
+    x = samples_arrays(holdout, PRE)
+    reference = model_probabilities(model, x)
+    built = _Built("pal4", "mlpackage", "pal4", out_dir / "pal4.mlpackage.zip", PRE, {}, None)
+    row = coreml_check(built=built, model=model, inputs=x, reference=reference, y_true=[s.label for s in holdout],
+                       offer_unexecuted=True)
+    [decided] = policy_apply([row], float_accuracy=result.card["float"]["accuracy"], max_accuracy_loss=0.05,
+                             min_agreement=0.9)
+    assert decided["status"] == OFFERED and decided["note"] == STRUCTURE_ONLY
+
+
+def test_a_package_whose_input_does_not_match_the_manifest_fails(mobile, tmp_path):
+    import dataclasses
+
+    from training.ml.compress import _Built, coreml_check, model_probabilities, samples_arrays
+
+    _, model, _, out_dir = mobile
+    path = out_dir / "fp16.mlpackage.zip"
+    other = dataclasses.replace(PRE, input_size=40, resize=48)  # what the file says it is not
+    holdout = [s for s in _samples() if s.split == "holdout"]
+    x = samples_arrays(holdout, other)
+    row = coreml_check(built=_Built("fp16", "mlpackage", "fp16", path, other, {}, None), model=model, inputs=x,
+                       reference=model_probabilities(model, x), y_true=[s.label for s in holdout],
+                       offer_unexecuted=True)
+    assert row["status"] == "failed" and "input" in row["reason"]
+
+
+def test_the_zipped_package_holds_one_mlpackage_with_preprocessing_and_labels(mobile, tmp_path):
+    out_dir = mobile[3]
+    folder = mlpackage_unzip((out_dir / "pal4.mlpackage.zip").read_bytes(), tmp_path)
+    assert folder.name.endswith(".mlpackage") and (folder / "Manifest.json").is_file()
+    assert format_of_filename("x-v3-pal4.mlpackage.zip") is format_spec("mlpackage")
+    with pytest.raises(Exception, match="zip"):
+        mlpackage_unzip(b"not a zip", tmp_path / "bad")
+
+
+@pytest.mark.parametrize(("module", "fmt", "package"), [("litert_torch", "tflite", "litert-torch"),
+                                                       ("coremltools", "mlpackage", "coremltools")])
+def test_a_missing_converter_skips_its_format_with_a_clear_reason_and_the_night_goes_on(
+    tmp_path, monkeypatch, module, fmt, package
+):
+    from training.ml.compress import compression_pipeline
+    from training.ml.export import onnx_export
+
+    monkeypatch.setitem(sys.modules, module, None)  # "import module" raises ImportError
+    model = _tiny_model()
+    samples = _samples(train=8, holdout=4)
+    float_onnx = onnx_export(model=model, path=tmp_path / "model.onnx", preprocessing=PRE, labels=LABELS)
+    result = compression_pipeline(
+        model=model, float_onnx=float_onnx, labels=LABELS, preprocessing=PRE,
+        train=[s for s in samples if s.split == "train"], holdout=[s for s in samples if s.split == "holdout"],
+        out_dir=tmp_path / "out",
+        config=CompressionConfig(variants=("fp32",), formats=("onnx",) + ((fmt,) if fmt == "tflite" else ()),
+                                 coreml_variants=("pal4",) if fmt == "mlpackage" else (), latency_runs=3),
+    )
+    skipped = [r for r in result.card["variants"] if r["format"] == fmt]
+    assert skipped and all(r["status"] == SKIPPED for r in skipped)
+    assert all(f"{package} is not installed" in r["reason"] for r in skipped)
+    assert result.published  # the ONNX file still ships
+    assert [a.format for a in result.artifacts] == ["onnx"]
+
+
+def test_palettized_torch_weights_take_2_to_the_bits_values_and_lose_more_with_fewer_bits():
+    import torch
+
+    from training.ml.export_mobile import kmeans_1d, palettize_torch
+
+    weights = np.random.default_rng(0).normal(size=5000)
+    errors = {}
+    for bits in (2, 4, 8):
+        palette, index = kmeans_1d(weights, 2**bits)
+        assert len(palette) == 2**bits and index.max() < 2**bits
+        errors[bits] = float(np.abs(palette[index] - weights).mean())
+    assert errors[8] < errors[4] < errors[2]
+    model = _tiny_model()
+    pal2 = palettize_torch(model, bits=2, min_elements=100)
+    conv = pal2.net[3].weight  # 32x16x3x3: palettized; the stem (16x3x3x3 = 432) too
+    assert torch.unique(conv).numel() <= 4
+    assert torch.equal(model.net[3].weight, _tiny_model().net[3].weight)  # the original is untouched
