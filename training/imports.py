@@ -422,6 +422,7 @@ def _card_row(*, fmt: str, facts: ModelFacts, size: int, sha256: str, entry: dic
         "accuracy": accuracy.value if accuracy else None,
         "accuracy_interval": accuracy.to_dict() if accuracy else None,
         "executed": evaluation.executed, "preprocessing": entry,
+        **({} if evaluation.executed else {"note": STRUCTURE_ONLY}),
         **evaluation.measurement,
         "details": {"imported": True, "notes": facts.notes},
     }

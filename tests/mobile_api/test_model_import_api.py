@@ -167,3 +167,20 @@ def test_a_tflite_model_made_elsewhere_reaches_an_app_that_polls_for_tflite(staf
     run = tflite_runner(body)
     scores = np.concatenate([run(x[None]) for x in _red_and_blue(artifact["input"])])
     assert [manifest["labels"][i] for i in scores.argmax(axis=1)] == ["ants", "bees"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_imported_mlmodel_is_offered_to_ios_apps_that_ask_for_it(staff_api, app_api, project):
+    response = staff_api.post(URL, {"file": _file("colours.mlmodel")})
+    assert response.status_code == 201, response.content[:400]
+    # Released on the auto-promote channels like a trained version; an app asks for mlmodel.
+    poll = app_api.get("/api/mobile/v1/models/ants-bees/update", {
+        "install_id": "install-0002", "app_version": "3.2.0", "platform": "ios", "formats": "mlmodel"})
+    assert poll.status_code == 200, poll.content[:400]
+    (artifact,) = poll.json()["artifacts"]
+    assert (artifact["format"], artifact["runtime"]) == ("mlmodel", "coreml")
+    assert artifact["input"]["layout"] == "image" and artifact["input"]["normalized_by_model"] is True
+    assert "not executed" in artifact["verified"]
+    download = app_api.get(urlsplit(artifact["download_url"]).path)
+    body = b"".join(download.streaming_content) if download.streaming else download.content
+    assert hashlib.sha256(body).hexdigest() == artifact["sha256"] == response.json()["source_sha256"]

@@ -36,6 +36,7 @@ from pathlib import Path
 
 from training.ml.errors import VerificationError
 from training.ml.formats import (
+    FORMATS,
     STRUCTURE_ONLY,
     FormatSpec,
     format_spec,
@@ -54,13 +55,15 @@ MLMODEL = FormatSpec(
     description="Core ML model specification in one file (.mlmodel); runs on Apple platforms only",
 )
 IMPORT_FORMATS = ("onnx", "pte", "tflite", "mlmodel", "mlpackage")
+#: Every format a version's file may have: the nightly job's, plus ``mlmodel`` from imports.
+SERVED_FORMATS: dict[str, FormatSpec] = {**FORMATS, MLMODEL.name: MLMODEL}
 #: Largest unpacked .mlpackage (a zip bomb must not fill the disk).
 MLPACKAGE_MAX_UNPACKED = 1 << 30
 
 
 def import_format_spec(name: str) -> FormatSpec:
     """The facts of an importable format (``formats.FORMATS`` plus ``mlmodel``)."""
-    return MLMODEL if name == "mlmodel" else format_spec(name)
+    return SERVED_FORMATS[name] if name in SERVED_FORMATS else format_spec(name)
 
 
 class UnknownFormat(VerificationError):

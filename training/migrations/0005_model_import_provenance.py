@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('training', '0003_compression_card_variants'),
+        ('training', '0004_policy_coreml'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
