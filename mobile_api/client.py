@@ -14,7 +14,10 @@ that behaves like it is correct:
                  interrupted one with ``Range: bytes=N-``; follow a ``302`` to a presigned
                  URL without sending the app key there; verify sha256; move into place
                  atomically; keep the previous version's file (the next delta starts from it).
-3. ``load()``     open the file with onnxruntime (``.onnx``) or the ExecuTorch runtime (``.pte``).
+3. ``load()``     open the file with onnxruntime (``.onnx``), the ExecuTorch runtime (``.pte``) or
+                 LiteRT's interpreter (``.tflite``, package ai-edge-litert); an int8 input is
+                 quantized with the scale and zero point the file (and the manifest's ``tensors``)
+                 states. Core ML (``.mlpackage.zip``) runs on Apple platforms only.
 4. ``classify()`` preprocess a photo exactly as the manifest's ``input`` says (an unknown key
                  or value is an error, never a guess) and return (label, probabilities).
 5. ``report()``   send telemetry (downloaded, loaded / load_failed, inference latencies).
@@ -36,6 +39,9 @@ How a port maps onto it (here -> Android / iOS):
 - ``bsdiff4.patch``: bspatch (C, through JNI) / bspatch (C).
 - onnxruntime, ExecuTorch: onnxruntime-android, the ExecuTorch AAR with XNNPACK
   / onnxruntime-objc, the ExecuTorch Swift package.
+- LiteRT (``ai_edge_litert.interpreter.Interpreter``): ``com.google.ai.edge.litert`` (the old
+  ``org.tensorflow.lite.Interpreter``) / TensorFlowLiteSwift; Core ML: ``MLModel.compileModel``
+  on the unzipped ``.mlpackage``, then ``MLModel(contentsOf:)``.
 - ``image_to_input``: Bitmap scaling into a FloatBuffer / CGImage or vImage into a Float32 buffer
   (same sizes, same crop rounding, same order of operations; tests hold this to 1e-5).
 - when ``check()`` runs: WorkManager periodic work / BGAppRefreshTask, never more often than
@@ -80,10 +86,31 @@ APP_KEY_HEADER = "X-App-Key"
 INSTALL_ID_HEADER = "X-Install-Id"  # sent to our own server: downloads count their rate limit per install
 INSTALL_ID = re.compile(r"^[A-Za-z0-9_-]{8,128}$")
 BUCKETS = 100
-FILE_EXTENSIONS = {"onnx": ".onnx", "pte": ".pte"}
+FILE_EXTENSIONS = {"onnx": ".onnx", "pte": ".pte", "tflite": ".tflite", "mlpackage": ".mlpackage.zip"}
 CHUNK = 1 << 16
 MAX_LATENCY_SAMPLES = 100  # PROTOCOL.md: at most 100 latency samples per inference event
 TIMEOUT_S = 30.0
+
+
+def tflite_invoke(interpreter, batch: np.ndarray) -> np.ndarray:
+    """Run a LiteRT interpreter on a float32 NCHW batch of one; quantize/dequantize integer tensors.
+
+    A full-integer file takes int8 input: q = round(x / scale) + zero_point, clipped to the
+    dtype's range; an integer output is turned back into real values as (q - zero_point) * scale.
+    """
+    source, target = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    x = np.asarray(batch, dtype=np.float32).reshape(source["shape"])
+    scale, zero_point = source.get("quantization") or (0.0, 0)
+    if np.dtype(source["dtype"]).kind in "iu" and scale:
+        info = np.iinfo(source["dtype"])
+        x = np.clip(np.round(x / scale) + zero_point, info.min, info.max)
+    interpreter.set_tensor(source["index"], x.astype(source["dtype"]))
+    interpreter.invoke()
+    y = interpreter.get_tensor(target["index"])
+    scale, zero_point = target.get("quantization") or (0.0, 0)
+    if np.dtype(target["dtype"]).kind in "iu" and scale:
+        y = (y.astype(np.float32) - zero_point) * scale
+    return np.array(y, dtype=np.float32)
 
 
 # --- errors ---------------------------------------------------------------------------------
@@ -800,6 +827,16 @@ class ModelClient:
                 from executorch.extension.pybindings.portable_lib import _load_for_executorch
 
                 self._session = ("pte", _load_for_executorch(str(path)), None)
+            elif installed.format == "tflite":
+                try:
+                    from ai_edge_litert.interpreter import Interpreter
+                except ImportError as exc:
+                    raise ClientError("a .tflite model needs the LiteRT runtime: pip install ai-edge-litert") from exc
+                interpreter = Interpreter(model_path=str(path), num_threads=min(2, os.cpu_count() or 1))
+                interpreter.allocate_tensors()
+                self._session = ("tflite", interpreter, None)
+            elif installed.format == "mlpackage":
+                raise ClientError("Core ML packages run on Apple platforms only (MLModel); choose another format here")
             else:
                 raise UnsupportedPreprocessing(f"no runtime for format {installed.format!r}")
         except Exception as exc:
@@ -823,6 +860,8 @@ class ModelClient:
         kind, runtime, input_name = self._session
         if kind == "onnx":
             output = runtime.run(None, {input_name: batch})[0]
+        elif kind == "tflite":
+            output = tflite_invoke(runtime, batch)
         else:
             import torch
 

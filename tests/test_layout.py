@@ -40,9 +40,13 @@ def _top_level_names() -> set[str]:
 def test_no_top_level_module_shadows_stdlib_or_an_installed_package():
     names = _top_level_names()
     assert {"config", "training", "mobile_api", "submissions"} <= names
-    installed = {name for name in importlib.metadata.packages_distributions()}
+    installed = importlib.metadata.packages_distributions()
     clashes = {name for name in names if name in sys.stdlib_module_names or name in installed}
-    # manage.py is a script, not an importable module anyone else provides.
+    # manage.py is a script, not an importable module anyone else provides. xdsl (pulled by
+    # litert-torch's converter) wrongly ships its own test suite as a top-level "tests"; nothing
+    # imports it, and ours comes first on the path (the repository root): tolerated for xdsl only.
+    if installed.get("tests") == ["xdsl"]:
+        clashes.discard("tests")
     assert clashes - {"manage"} == set()
 
 
@@ -50,18 +54,21 @@ def test_no_top_level_module_shadows_stdlib_or_an_installed_package():
 
 
 def test_web_process_loads_urlconf_without_torch():
+    # Nor the model converters (litert-torch pulls jax and transformers; coremltools its MIL stack)
+    # or phone runtimes: they belong to the training worker, though the web process names the formats.
+    heavy = ["torch", "litert_torch", "ai_edge_litert", "ai_edge_quantizer", "coremltools", "jax", "executorch"]
     result = _run_python(
         "import os, sys, django\n"
         "os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'config.settings')\n"
         "django.setup()\n"
         "from django.urls import resolve, reverse\n"
-        "import config.urls, config.wsgi\n"
+        "import config.urls, config.wsgi, mobile_api.update, mobile_api.downloads, training.ml.formats\n"
         "resolve(reverse('mobile-model-latest', args=['x']))\n"
         "from django.contrib import admin; admin.autodiscover()\n"
-        "print('torch' in sys.modules)"
+        f"print(sorted(set({heavy!r}) & set(sys.modules)))"
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "False"
+    assert result.stdout.strip() == "[]"
 
 
 def test_reference_client_imports_without_django_or_project_code():
@@ -77,7 +84,8 @@ def test_reference_client_imports_without_django_or_project_code():
         "module = sys.modules['model_client'] = importlib.util.module_from_spec(spec)\n"
         "spec.loader.exec_module(module)\n"
         "module.InputSpec.from_manifest({'input_size': 8, 'resize': 8, 'mean': [0.5] * 3, 'std': [0.5] * 3})\n"
-        "banned = {'django', 'rest_framework', 'torch', 'onnxruntime', 'training', 'mobile_api', 'config', 'common'}\n"
+        "banned = {'django', 'rest_framework', 'torch', 'onnxruntime', 'training', 'mobile_api', 'config', 'common',\n"
+        "          'litert_torch', 'ai_edge_litert', 'coremltools'}\n"
         "print(sorted(banned & set(sys.modules)))"
     )
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "DJANGO_SETTINGS_MODULE")}

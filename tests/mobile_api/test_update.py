@@ -61,6 +61,37 @@ def test_the_manifest_has_everything_an_app_needs(app_api, released, settings):
     assert [a["format"] for a in only_onnx["artifacts"]] == ["onnx"]
 
 
+def test_tflite_and_core_ml_files_reach_the_apps_that_accept_them(app_api, project, stable, make_version):
+    from training.ml.formats import STRUCTURE_ONLY
+
+    tensors = {"inputs": [{"name": "serving_default_args_0", "shape": [1, 3, 224, 224], "dtype": "int8",
+                           "quantization": {"scale": 0.0078, "zero_point": -1}}],
+               "outputs": [{"name": "serving_default_output_0", "shape": [1, 2], "dtype": "float32",
+                            "quantization": None}]}
+    files = {("onnx", "fp32"): b"onnx" * 500, ("tflite", "int8"): b"TFL3" * 300, ("mlpackage", "pal4"): b"PK" * 200}
+    version = make_version(project, 1, files=files)
+    version.artifacts.filter(format="tflite").update(measurements={"accuracy": 0.95, "tensors": tensors})
+    version.artifacts.filter(format="mlpackage").update(
+        precision="pal4", measurements={"accuracy": 0.94, "estimated": True, "note": STRUCTURE_ONLY})
+    services.release_promote(channel=stable, version=version)
+
+    body = poll(app_api, formats="tflite,onnx").json()
+    assert [a["format"] for a in body["artifacts"]] == ["tflite", "onnx"]
+    tflite = body["artifacts"][0]
+    assert (tflite["runtime"], tflite["delegate"], tflite["file_extension"]) == ("litert", None, "tflite")
+    assert tflite["tensors"] == tensors and tflite["precision"] == "int8"
+    assert tflite["download_url"].endswith("/api/mobile/v1/models/ants-bees/versions/1/tflite-int8")
+    assert "tensors" not in body["artifacts"][1] and "file_extension" not in body["artifacts"][1]  # ONNX as before
+
+    coreml = poll(app_api, "install-0002", formats="mlpackage").json()["artifacts"]
+    assert [(a["format"], a["variant"], a["runtime"]) for a in coreml] == [("mlpackage", "pal4", "coreml")]
+    assert coreml[0]["verified"] == STRUCTURE_ONLY and coreml[0]["content_type"] == "application/zip"
+    download = app_api.get(coreml[0]["download_url"])
+    assert download.status_code == 200 and download["Content-Type"] == "application/zip"
+    assert 'filename="ants-bees-v1-mlpackage-pal4.mlpackage.zip"' in download["Content-Disposition"]
+    assert b"".join(download.streaming_content) == files[("mlpackage", "pal4")]
+
+
 def test_an_unchanged_answer_is_a_304_and_a_move_changes_it(app_api, project, released, make_version):
     first = poll(app_api)
     etag = first["ETag"]
@@ -165,7 +196,7 @@ def test_a_new_channel_is_found_at_once(app_api, project, released):
     ("install_id", "short"), ("install_id", "x" * 129), ("install_id", "has space!"), ("install_id", None),
     ("app_version", "2.x"), ("app_version", "1.2.3.4.5"), ("app_version", "9999999"), ("app_version", ""),
     ("platform", "windows"), ("platform", None),
-    ("formats", ""), ("formats", "tflite"), ("formats", "onnx,coreml"), ("formats", ",,,"),
+    ("formats", ""), ("formats", "keras"), ("formats", "onnx,coreml"), ("formats", ",,,"),
     ("current_version", "0"), ("current_version", "-1"), ("current_version", "1e9"), ("current_version", "٣"),
     ("current_version", "9" * 30),
     ("channel", "no/slash"), ("channel", "x" * 51),
