@@ -51,10 +51,10 @@ from training.ml.stats import proportion
 from training.models import ModelVersion, TrainingRun
 from training.services import (
     _manifest_entries,
-    _opener,
     dataset_snapshot_manifest,
     dataset_snapshot_store,
     model_version_publish,
+    photos_run_file,
 )
 
 logger = logging.getLogger(__name__)
@@ -350,25 +350,15 @@ class _Evaluation:
 def _evaluate(*, path: Path, facts: ModelFacts, labels: list[str], preprocessing: Preprocessing,
               manifest: dict, executable: bool) -> _Evaluation:
     """Run the file on the project's holdout photos of its labels (or one grey image) in a fresh process."""
-    from training.ml.measure import artifact_measure
-
     entries = [e for e in _manifest_entries_of(manifest) if e["split"] == "holdout" and e["label"] in labels]
     if not executable:
         note = f"{STRUCTURE_ONLY}: accuracy not measured ({len(entries)} holdout photos of its labels)"
         return _Evaluation(False, len(entries), 0, "probabilities", {}, note)
-    if entries:
-        photos = Photo.objects.in_bulk([uuid.UUID(e["photo"]) for e in entries], field_name="public_id")
-        from training.ml.images import image_to_array
-
-        arrays = [image_to_array(_opener(photos[uuid.UUID(e["photo"])].image.name)(), preprocessing=preprocessing)
-                  for e in entries]
-        inputs = np.stack(arrays)
-    else:  # nothing to score: still prove the file runs and count its outputs
-        inputs = np.zeros((1, 3, preprocessing.input_size, preprocessing.input_size), dtype=np.float32)
-    if facts.layout == "NHWC":
-        inputs = np.ascontiguousarray(inputs.transpose(0, 2, 3, 1))
+    photos = Photo.objects.in_bulk([uuid.UUID(e["photo"]) for e in entries], field_name="public_id")
+    manifest_input = {**preprocessing.to_manifest(), "layout": facts.layout}
     try:
-        measured = artifact_measure(path=path, format=facts.format, inputs=inputs, threads=1, runs=10, timeout=600)
+        measured = photos_run_file(path=path, format=facts.format, preprocessing=manifest_input,
+                                   photos=[photos[uuid.UUID(e["photo"])] for e in entries])
     except VerificationError as exc:
         raise ModelRefused(f"The file loads but does not run: {exc}", code="model_load_failed") from None
     probabilities = np.asarray(measured.probabilities)

@@ -363,8 +363,13 @@ def training_run_gate(*, project: Project, snapshot: DatasetSnapshot, candidate:
     # The release's float file, never a compressed one: the gate compares float models.
     artifact = next((a for a in champion.artifacts.all() if a.format == "onnx" and a.variant == "fp32"), None)
     imported = champion.source == ModelVersion.Source.IMPORTED
-    if artifact is None and imported:  # an imported ONNX file is the release, whatever its precision
-        artifact = next((a for a in champion.artifacts.all() if a.format == "onnx"), None)
+    if artifact is None and imported:
+        # An imported file is the release, whatever its precision: ONNX runs here in onnxruntime,
+        # pte and TFLite in their runtimes in a fresh process; Core ML cannot run on this host.
+        from training.ml.formats import FORMATS
+
+        runnable = [a for a in champion.artifacts.all() if a.format in FORMATS and FORMATS[a.format].executable_here]
+        artifact = next((a for a in runnable if a.format == "onnx"), runnable[0] if runnable else None)
     record["champion"] = {"version": champion.version, "labels": _label_names(champion.labels),
                           "source": champion.source}
     if artifact is None:
@@ -372,9 +377,9 @@ def training_run_gate(*, project: Project, snapshot: DatasetSnapshot, candidate:
         if imported:
             formats = ", ".join(sorted({a.format for a in champion.artifacts.all()})) or "no file"
             reason = (
-                f"The release (v{champion.version}) was imported as {formats}, which the gate cannot score "
-                "(it runs releases with onnxruntime): the release could not be scored, so the gate is skipped "
-                "and the candidate is published on its own checks (holdout metrics, the compression policy)."
+                f"The release (v{champion.version}) was imported as {formats}, which cannot be run on this "
+                "host: the release could not be scored, so the gate is skipped and the candidate is published "
+                "on its own checks (holdout metrics, the compression policy)."
             )
         return {**record, "outcome": GATE_SKIPPED, "reason": reason, "scored": False}
     record["champion"]["artifact_sha256"] = artifact.sha256
@@ -446,6 +451,16 @@ def _champion_predict(*, version: ModelVersion, artifact: ModelArtifact, entries
     if digest != artifact.sha256:
         raise ValueError(f"stored bytes have sha256 {digest[:12]}, the registry says {artifact.sha256[:12]}")
     photos = Photo.objects.in_bulk([e["photo"] for e in entries], field_name="public_id")
+    if artifact.format != "onnx":  # an imported pte or TFLite release: its own runtime, a fresh process
+        with tempfile.TemporaryDirectory(prefix="gate-") as tmp:
+            path = Path(tmp) / "release"
+            path.write_bytes(payload)
+            measured = photos_run_file(
+                path=path, format=artifact.format, preprocessing=artifact.preprocessing or version.preprocessing,
+                photos=[photos[uuid.UUID(e["photo"])] for e in entries], runs=1,
+            )
+        names = _label_names(version.labels)
+        return [names[i] for i in measured.probabilities.argmax(axis=1).tolist()]
     session = onnx_session(path_or_bytes=payload, num_threads=settings.PLATFORM_TORCH_THREADS or None)
     probabilities = onnx_predict_images(
         path_or_bytes=session,
@@ -454,6 +469,28 @@ def _champion_predict(*, version: ModelVersion, artifact: ModelArtifact, entries
     )
     names = _label_names(version.labels)
     return [names[i] for i in probabilities.argmax(axis=1).tolist()]
+
+
+def photos_run_file(*, path: Path, format: str, preprocessing: dict, photos: list[Photo], runs: int = 10):
+    """Run a model file on photos in its own runtime in a fresh process (``measure.artifact_measure``).
+
+    The photos are prepared as ``preprocessing`` (a manifest ``input``) says, laid out NHWC when it
+    says so. No torch in this process. Returns the Measurement (probabilities [N, C], latency, ...).
+    """
+    import numpy as np
+
+    from training.ml.config import Preprocessing
+    from training.ml.images import image_to_array
+    from training.ml.measure import artifact_measure
+
+    spec = Preprocessing.from_manifest({k: v for k, v in preprocessing.items() if k != "layout"})
+    if photos:
+        inputs = np.stack([image_to_array(_opener(p.image.name)(), preprocessing=spec) for p in photos])
+    else:  # nothing to score: one grey image still proves the file runs and counts its outputs
+        inputs = np.zeros((1, 3, spec.input_size, spec.input_size), dtype=np.float32)
+    if preprocessing.get("layout") == "NHWC":
+        inputs = np.ascontiguousarray(inputs.transpose(0, 2, 3, 1))
+    return artifact_measure(path=path, format=format, inputs=inputs, threads=1, runs=runs, timeout=600)
 
 
 def _scores_from_predictions(*, truth: list[str], predicted: list[str], labels: list[str]) -> dict:

@@ -105,8 +105,13 @@ def test_core_ml_files_are_structure_checked_with_labels_and_scale_bias_from_the
     assert "structure verified, not executed on this host" in row["reason"]
 
 
-def test_the_next_night_trains_after_an_import_and_the_gate_scores_an_imported_onnx_release(colour_photos):
-    upload(colour_photos, "colours.onnx", colour_classifier(["ants", "bees"]), labels=["ants", "bees"])
+@pytest.mark.parametrize("name, extra", [
+    ("colours.onnx", {}),  # run by onnxruntime in the worker
+    ("colours-nhwc-labels.tflite", {"mean": HALF, "std": HALF}),  # by LiteRT in a fresh process, fed NHWC
+])
+def test_the_next_night_trains_after_an_import_and_the_gate_scores_the_imported_release(colour_photos, name, extra):
+    payload = colour_classifier(["ants", "bees"]) if name.endswith(".onnx") else None
+    upload(colour_photos, name, payload, labels=["ants", "bees"], **extra)
     snapshot = dataset_snapshot_create(project=colour_photos)
     assert _release_of_snapshot(project=colour_photos, snapshot=snapshot) is None  # not "no change": train
 
