@@ -147,7 +147,7 @@ def test_the_command_imports_a_file_with_a_label_file(colour_photos, tmp_path, s
     labels = tmp_path / "labels.txt"
     labels.write_text("ants\nbees\n")
     out = io.StringIO()
-    call_command("model_import", "ants-bees", str(TINY / "colours.pte"), "--labels", str(labels),
+    call_command("model_import", "ants-bees", str(TINY / "colours.tflite"), "--labels", str(labels),
                  "--mean", "0.5,0.5,0.5", "--std", "0.5", "--user", staff.username, stdout=out)
     version = ModelVersion.objects.get()
     assert version.labels == ["ants", "bees"] and version.imported_by == staff
