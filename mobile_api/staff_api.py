@@ -12,16 +12,19 @@ from django.utils.dateparse import parse_datetime
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from challenges.selectors import project_get
 from common.errors import NotFound, ValidationFailed
 from common.fields import StrictInput
 from mobile_api import rollout, selectors, services, update
 from mobile_api.fields import app_version_field
 from mobile_api.models import Channel, Release, ReleaseEvent
+from training.imports import ImportRequest, labels_parse, model_version_import, triple_parse
 
 HISTORY_MAX = 200
 
@@ -235,6 +238,88 @@ class ChannelResolveApi(_StaffApi):
             "release_id": release["release_id"] if release else None,
             "release_state": release["state"] if release else None,
         })
+
+
+class _Triple(serializers.Field):
+    """Three numbers (R, G, B): "0.5,0.5,0.5" or a JSON list."""
+
+    def to_internal_value(self, data):
+        try:
+            return triple_parse(data)
+        except (TypeError, ValueError):
+            raise serializers.ValidationError("three numbers (R, G, B), e.g. 0.5,0.5,0.5") from None
+
+
+class _Labels(serializers.Field):
+    """Label names in output order: a JSON list, one per line, or comma-separated."""
+
+    def to_internal_value(self, data):
+        try:
+            return labels_parse(data)
+        except ValueError:
+            raise serializers.ValidationError("a JSON list of names, or names separated by commas") from None
+
+
+class VersionImportInput(serializers.Serializer):
+    file = serializers.FileField(help_text="ONNX, ExecuTorch .pte, TFLite, Core ML .mlmodel or a zipped .mlpackage.")
+    labels = _Labels(required=False, help_text="Output order; only when the file carries none.")
+    input_size = serializers.IntegerField(required=False, min_value=1, max_value=4096)
+    resize = serializers.IntegerField(required=False, min_value=1, max_value=8192)
+    mean = _Triple(required=False, help_text="Per channel (R,G,B), pixels scaled to [0, 1].")
+    std = _Triple(required=False)
+    release_notes = serializers.CharField(required=False, allow_blank=True, max_length=10_000, default="")
+
+
+def version_import_output(version) -> dict:
+    """An imported version as the staff API answers it."""
+    artifact = version.artifacts.get()
+    return {
+        "model": version.project.slug,
+        "version": version.version,
+        "source": version.source,
+        "imported_by": version.imported_by.get_username() if version.imported_by else None,
+        "source_filename": version.source_filename,
+        "source_sha256": version.source_sha256,
+        "format": artifact.format,
+        "variant": artifact.variant,
+        "labels": version.labels,
+        "input": artifact.preprocessing,
+        "holdout_accuracy": (version.metrics or {}).get("accuracy_interval"),
+        "note": (version.model_card.get("imported") or {}).get("note", ""),
+    }
+
+
+class ModelVersionImportApi(_StaffApi):
+    """Publish a model trained elsewhere as the next version (verified first; nothing stored if refused)."""
+
+    parser_classes = [MultiPartParser, FormParser]
+
+    @extend_schema(
+        request={"multipart/form-data": VersionImportInput},
+        responses={
+            201: OpenApiTypes.OBJECT,
+            400: OpenApiResponse(description="invalid_parameter, labels_required, preprocessing_required, "
+                                             "invalid_labels, invalid_preprocessing"),
+            404: OpenApiResponse(description="project_not_found"),
+            413: OpenApiResponse(description="model_too_large"),
+            415: OpenApiResponse(description="unsupported_model_format"),
+            422: OpenApiResponse(description="model_load_failed, model_output_mismatch, model_input_mismatch, "
+                                             "labels_conflict, preprocessing_conflict"),
+        },
+    )
+    def post(self, request: Request, name: str) -> Response:
+        project = project_get(slug=name)
+        data = _valid(VersionImportInput, request)
+        upload = data["file"]
+        version = model_version_import(
+            project=project, file=upload, filename=upload.name or "",
+            request=ImportRequest(
+                labels=data.get("labels"), input_size=data.get("input_size"), resize=data.get("resize"),
+                mean=data.get("mean"), std=data.get("std"),
+            ),
+            release_notes=data["release_notes"], user=request.user,
+        )
+        return Response(version_import_output(version), status=status.HTTP_201_CREATED)
 
 
 def _valid(serializer_class, request: Request) -> dict:

@@ -28,7 +28,7 @@ from challenges.models import Project
 from mobile_api import rollout, selectors
 from mobile_api.deltas import deltas_by_artifact
 from mobile_api.models import Channel
-from training.ml.formats import FORMATS as _FORMAT_SPECS
+from training.ml.model_import import SERVED_FORMATS as _FORMAT_SPECS  # formats.FORMATS + imported mlmodel
 from training.models import ModelArtifact, ModelVersion
 from training.ml.card import card_withheld
 from training.release_notes import accuracy_interval
@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 SCHEMA = 1
 # The formats an app may accept and the platforms it may name (PROTOCOL.md).
 # Their facts (runtime, extension, content type) live in training.ml.formats.
-FORMATS = tuple(_FORMAT_SPECS)  # ("onnx", "pte", "tflite", "mlpackage")
+FORMATS = tuple(_FORMAT_SPECS)  # ("onnx", "pte", "tflite", "mlpackage", "mlmodel")
 PLATFORMS = ("android", "ios", "other")
 # format -> (runtime that loads the file, its delegate)
 RUNTIMES = {name: (spec.runtime, spec.delegate) for name, spec in _FORMAT_SPECS.items()}

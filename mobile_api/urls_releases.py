@@ -18,4 +18,6 @@ urlpatterns = [
     path(_STAFF + "rollback", staff_api.ChannelRollbackApi.as_view(), name="mobile-staff-rollback"),
     path(_STAFF + "history", staff_api.ChannelHistoryApi.as_view(), name="mobile-staff-history"),
     path(_STAFF + "resolve", staff_api.ChannelResolveApi.as_view(), name="mobile-staff-resolve"),
+    path("staff/models/<slug:name>/versions/import", staff_api.ModelVersionImportApi.as_view(),
+         name="mobile-staff-version-import"),
 ]

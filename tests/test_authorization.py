@@ -78,6 +78,14 @@ def _upload(world, role):
     return {"challenge": world["challenge"], "label": "ants", "image": image}
 
 
+def _model_import(world, role):
+    from tests.training.conftest import colour_classifier
+
+    model = io.BytesIO(colour_classifier(["ants", "bees"]))
+    model.name = "colours.onnx"
+    return {"file": model, "labels": "ants,bees"}
+
+
 def _feedback(world, role):
     image = io.BytesIO(jpeg_bytes(comment=f"feedback-{role}-{next(_unique)}".encode()))
     image.name = "photo.jpg"
@@ -143,6 +151,8 @@ ROUTES = [
           data={"version": 2}),
     Route("get", "/api/mobile/v1/staff/models/{project}/channels/{channel}/history", staff_only(200)),
     Route("get", "/api/mobile/v1/staff/models/{project}/channels/{channel}/resolve?bucket=17", staff_only(200)),
+    Route("post", "/api/mobile/v1/staff/models/{project}/versions/import", staff_only(201), data=_model_import,
+          multipart=True),
     Route("get", "/api/schema/", everyone(200)),
     Route("get", "/api/docs/", everyone(200)),
     # --- web pages ---

@@ -1,12 +1,18 @@
 """Admin for the training app: runs (progress, decision, gate, pictures, model card, cancel), policies, registry."""
 import json
 
+from django import forms
 from django.contrib import admin, messages
-from django.http import Http404, HttpResponse, JsonResponse
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
+from challenges.models import Project
+from common.errors import DomainError
 from training.charts import candidate_score
+from training.imports import ImportRequest, labels_parse, model_version_import, triple_parse
 from training.models import DatasetSnapshot, ModelArtifact, ModelVersion, TrainingPolicy, TrainingRun
 from training.release_notes import accuracy_interval
 from training.services import training_run_cancel_request
@@ -358,16 +364,57 @@ class ModelArtifactInline(admin.TabularInline):
         return False
 
 
+class ModelImportForm(forms.Form):
+    """Firebase ML's "upload a custom model", for every format the platform serves."""
+
+    project = forms.ModelChoiceField(queryset=Project.objects.filter(is_active=True))
+    file = forms.FileField(help_text="ONNX, ExecuTorch .pte, TFLite, Core ML .mlmodel or a zipped .mlpackage.")
+    labels = forms.CharField(
+        required=False, widget=forms.Textarea(attrs={"rows": 4}),
+        help_text="One per line (or comma-separated), in output order; leave empty when the file carries them.",
+    )
+    input_size = forms.IntegerField(required=False, min_value=1, max_value=4096,
+                                    help_text="Empty: the file's input shape decides.")
+    resize = forms.IntegerField(required=False, min_value=1, max_value=8192,
+                                help_text="Shorter side before the centre crop; empty: input size x 256/224.")
+    mean = forms.CharField(required=False, help_text="R,G,B of pixels scaled to [0, 1], e.g. 0.485,0.456,0.406; "
+                                                     "empty when the file says.")
+    std = forms.CharField(required=False, help_text="R,G,B, e.g. 0.229,0.224,0.225.")
+    release_notes = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}))
+
+    def clean_labels(self):
+        text = self.cleaned_data["labels"].strip()
+        try:
+            return labels_parse(text) if text else None
+        except ValueError as exc:
+            raise forms.ValidationError(f"Not a list of names: {exc}") from None
+
+    def _triple(self, name: str):
+        text = self.cleaned_data[name].strip()
+        try:
+            return triple_parse(text) if text else None
+        except ValueError:
+            raise forms.ValidationError("Three numbers (R,G,B) or one for all channels.") from None
+
+    def clean_mean(self):
+        return self._triple("mean")
+
+    def clean_std(self):
+        return self._triple("std")
+
+
 @admin.register(ModelVersion)
 class ModelVersionAdmin(admin.ModelAdmin):
-    """Versions are immutable: shown, never edited."""
+    """Versions are immutable: shown, never edited; new ones come from training or an import."""
 
-    list_display = ["project", "version", "created_at", "accuracy"]
-    list_filter = ["project"]
-    readonly_fields = [field.name for field in ModelVersion._meta.fields] + ["card_section"]
+    list_display = ["project", "version", "created_at", "accuracy", "provenance"]
+    list_filter = ["project", "source"]
+    readonly_fields = [field.name for field in ModelVersion._meta.fields] + ["card_section", "provenance"]
     fieldsets = [
         (None, {"fields": ["project", "version", "created_at", "run", "snapshot", "labels", "preprocessing",
                            "metrics"]}),
+        ("Provenance", {"fields": ["provenance", "source", "imported_by", "source_filename", "source_sha256",
+                                   "release_notes"]}),
         ("Model card", {"fields": ["card_section"]}),
         ("Raw model card", {"classes": ["collapse"], "fields": ["model_card"]}),
     ]
@@ -386,6 +433,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
     def get_urls(self):
         view = self.admin_site.admin_view
         return [
+            path("import/", view(self.import_view), name="training_modelversion_import"),
             path("<int:version_id>/card.png", view(self.card_chart_view), name="training_modelversion_card_chart"),
             path("<int:version_id>/card.json", view(self.card_json_view), name="training_modelversion_card_json"),
         ] + super().get_urls()
@@ -405,10 +453,47 @@ class ModelVersionAdmin(admin.ModelAdmin):
             raise Http404("No such version.")
         return version
 
+    def import_view(self, request) -> HttpResponse:
+        """The import form: verify the file, publish it, show the new version (or the refusal)."""
+        if not request.user.has_perm("training.add_modelversion"):  # superusers, or granted explicitly
+            raise PermissionDenied
+        form = ModelImportForm(request.POST or None, request.FILES or None)
+        error = None
+        if request.method == "POST" and form.is_valid():
+            data = form.cleaned_data
+            upload = data["file"]
+            try:
+                version = model_version_import(
+                    project=data["project"], file=upload, filename=upload.name or "",
+                    request=ImportRequest(labels=data["labels"], input_size=data["input_size"],
+                                          resize=data["resize"], mean=data["mean"], std=data["std"]),
+                    release_notes=data["release_notes"], user=request.user,
+                )
+            except DomainError as exc:
+                error = exc
+            else:
+                self.message_user(request, f"Published {version}: {version.provenance}.", messages.SUCCESS)
+                return HttpResponseRedirect(reverse("admin:training_modelversion_change", args=[version.pk]))
+        context = {
+            **self.admin_site.each_context(request), "title": "Import a model trained elsewhere",
+            "opts": self.model._meta, "form": form,
+            "error_code": error.code if error else "", "error_message": error.message if error else "",
+        }
+        status = error.status_code if error else 200
+        return TemplateResponse(request, "admin/training/modelversion/import.html", context, status=status)
+
     @admin.display(description="Holdout accuracy")
     def accuracy(self, version: ModelVersion) -> str:
+        interval = version.metrics.get("accuracy_interval")
+        if interval:  # an imported file: with its n and 95% interval
+            low, high = interval["ci95"]
+            return f"{interval['value']:.3f} ({low:.3f}-{high:.3f}, n={interval['n']})"
         value, count, interval = accuracy_interval(version.metrics)
         return "-" if value is None else f"{value:.3f} {_interval_text(interval, count)}".strip()
+
+    @admin.display(description="Provenance")
+    def provenance(self, version: ModelVersion) -> str:
+        return version.provenance
 
     def has_add_permission(self, request):
         return False

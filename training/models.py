@@ -48,6 +48,7 @@ class TrainingRun(TimeStampedModel):
     class Trigger(models.TextChoices):
         NIGHTLY = "nightly", "Nightly schedule"
         MANUAL = "manual", "Manual (train_now)"
+        IMPORT = "import", "Imported (trained elsewhere)"
 
     project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="training_runs")
     night = models.DateField(help_text="The night (project time zone) this run belongs to.")
@@ -193,6 +194,19 @@ class ModelVersion(models.Model):
         default=dict, blank=True, help_text="Every compressed file measured on the holdout (the run's model card)."
     )
 
+    class Source(models.TextChoices):
+        TRAINED = "trained", "Trained by the platform (nightly or train_now)"
+        IMPORTED = "imported", "Imported (trained elsewhere)"
+
+    # Provenance: a trained version's run says which night; an imported one who uploaded which file.
+    source = models.CharField(max_length=16, choices=Source.choices, default=Source.TRAINED)
+    imported_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    source_sha256 = models.CharField(max_length=64, blank=True, help_text="sha256 of the uploaded file (imports).")
+    source_filename = models.CharField(max_length=255, blank=True, help_text="The uploaded file's name (imports).")
+    release_notes = models.TextField(blank=True, help_text="Notes given with an imported version.")
+
     class Meta:
         ordering = ["project", "-version"]
         get_latest_by = "version"
@@ -200,6 +214,14 @@ class ModelVersion(models.Model):
 
     def __str__(self) -> str:
         return f"{self.project.slug} v{self.version}"
+
+    @property
+    def provenance(self) -> str:
+        """Where the version came from, in one line (admin, card, /releases/)."""
+        if self.source == self.Source.IMPORTED:
+            who = self.imported_by.get_username() if self.imported_by else "a deleted user"
+            return f"imported by {who} from {self.source_filename or 'a file'} (sha256 {self.source_sha256[:12]})"
+        return f"trained by the platform (run {self.run_id})"
 
 
 class ModelArtifact(models.Model):

@@ -39,4 +39,7 @@ def model_version_get(*, project_slug: str, version: int) -> ModelVersion | None
 
 def model_version_list(*, project_slug: str) -> QuerySet[ModelVersion]:
     """All published versions of a project's model, newest first."""
-    return ModelVersion.objects.filter(project__slug=project_slug).prefetch_related("artifacts").order_by("-version")
+    return (
+        ModelVersion.objects.filter(project__slug=project_slug)
+        .select_related("imported_by").prefetch_related("artifacts").order_by("-version")
+    )

@@ -125,6 +125,12 @@ def dataset_snapshot_create(*, project: Project) -> DatasetSnapshot:
     ``near_duplicate_of`` chain), so a photo and its near copy never straddle train and holdout.
     An imported photo keeps the split its source instance gave it (see `dataset_split_keys`).
     """
+    manifest, counts = dataset_snapshot_manifest(project=project)
+    return dataset_snapshot_store(project=project, manifest=manifest, label_counts=counts)
+
+
+def dataset_snapshot_manifest(*, project: Project) -> tuple[dict, dict[str, dict[str, int]]]:
+    """The manifest a snapshot of the approved photos would hold, and its label counts; writes nothing."""
     from training.ml.pipeline import split_for  # pure Python, no torch at import
 
     holdout_percent = settings.PLATFORM_HOLDOUT_PERCENT
@@ -139,6 +145,12 @@ def dataset_snapshot_create(*, project: Project) -> DatasetSnapshot:
         )
         counts.setdefault(photo.label.name, {"train": 0, "holdout": 0})[split] += 1
     manifest = {"project": project.slug, "holdout_percent": holdout_percent, "photos": entries}
+    return manifest, counts
+
+
+def dataset_snapshot_store(*, project: Project, manifest: dict, label_counts: dict) -> DatasetSnapshot:
+    """The snapshot row of ``manifest`` (an identical one is reused)."""
+    counts, entries = label_counts, manifest["photos"]
     digest = hashlib.sha256(dataset_manifest_bytes(manifest)).hexdigest()
     snapshot, _ = DatasetSnapshot.objects.get_or_create(
         project=project,
@@ -300,7 +312,9 @@ def _holdout_answers(*, samples: list, metrics) -> dict[str, str]:
 def _release_of_snapshot(*, project: Project, snapshot: DatasetSnapshot) -> ModelVersion | None:
     """The newest published version, if it was trained on exactly this snapshot."""
     latest = ModelVersion.objects.filter(project=project).order_by("-version").first()
-    return latest if latest is not None and latest.snapshot_id == snapshot.pk else None
+    # An imported version was not trained on its snapshot (only scored on it): train anyway.
+    trained = latest is not None and latest.source == ModelVersion.Source.TRAINED
+    return latest if trained and latest.snapshot_id == snapshot.pk else None
 
 
 def training_run_cancel_request(*, runs, user=None) -> list[int]:
@@ -365,9 +379,26 @@ def training_run_gate(*, project: Project, snapshot: DatasetSnapshot, candidate:
         return {**record, "outcome": GATE_SKIPPED, "reason": "No published version yet: nothing to compare with."}
     # The release's float file, never a compressed one: the gate compares float models.
     artifact = next((a for a in champion.artifacts.all() if a.format == "onnx" and a.variant == "fp32"), None)
-    record["champion"] = {"version": champion.version, "labels": _label_names(champion.labels)}
+    imported = champion.source == ModelVersion.Source.IMPORTED
+    if artifact is None and imported:
+        # An imported file is the release, whatever its precision: ONNX runs here in onnxruntime,
+        # pte and TFLite in their runtimes in a fresh process; Core ML cannot run on this host.
+        from training.ml.formats import FORMATS
+
+        runnable = [a for a in champion.artifacts.all() if a.format in FORMATS and FORMATS[a.format].executable_here]
+        artifact = next((a for a in runnable if a.format == "onnx"), runnable[0] if runnable else None)
+    record["champion"] = {"version": champion.version, "labels": _label_names(champion.labels),
+                          "source": champion.source}
     if artifact is None:
-        return {**record, "outcome": GATE_SKIPPED, "reason": f"Version {champion.version} has no fp32 ONNX file."}
+        reason = f"Version {champion.version} has no fp32 ONNX file."
+        if imported:
+            formats = ", ".join(sorted({a.format for a in champion.artifacts.all()})) or "no file"
+            reason = (
+                f"The release (v{champion.version}) was imported as {formats}, which cannot be run on this "
+                "host: the release could not be scored, so the gate is skipped and the candidate is published "
+                "on its own checks (holdout metrics, the compression policy)."
+            )
+        return {**record, "outcome": GATE_SKIPPED, "reason": reason, "scored": False}
     record["champion"]["artifact_sha256"] = artifact.sha256
 
     candidate_labels = list(candidate["labels"])
@@ -432,6 +463,16 @@ def _champion_predict(*, version: ModelVersion, artifact: ModelArtifact, entries
     if digest != artifact.sha256:
         raise ValueError(f"stored bytes have sha256 {digest[:12]}, the registry says {artifact.sha256[:12]}")
     photos = Photo.objects.in_bulk([e["photo"] for e in entries], field_name="public_id")
+    if artifact.format != "onnx":  # an imported pte or TFLite release: its own runtime, a fresh process
+        with tempfile.TemporaryDirectory(prefix="gate-") as tmp:
+            path = Path(tmp) / "release"
+            path.write_bytes(payload)
+            measured = photos_run_file(
+                path=path, format=artifact.format, preprocessing=artifact.preprocessing or version.preprocessing,
+                photos=[photos[uuid.UUID(e["photo"])] for e in entries], runs=1,
+            )
+        names = _label_names(version.labels)
+        return [names[i] for i in measured.probabilities.argmax(axis=1).tolist()]
     session = onnx_session(path_or_bytes=payload, num_threads=settings.PLATFORM_TORCH_THREADS or None)
     probabilities = onnx_predict_images(
         path_or_bytes=session,
@@ -440,6 +481,28 @@ def _champion_predict(*, version: ModelVersion, artifact: ModelArtifact, entries
     )
     names = _label_names(version.labels)
     return [names[i] for i in probabilities.argmax(axis=1).tolist()]
+
+
+def photos_run_file(*, path: Path, format: str, preprocessing: dict, photos: list[Photo], runs: int = 10):
+    """Run a model file on photos in its own runtime in a fresh process (``measure.artifact_measure``).
+
+    The photos are prepared as ``preprocessing`` (a manifest ``input``) says, laid out NHWC when it
+    says so. No torch in this process. Returns the Measurement (probabilities [N, C], latency, ...).
+    """
+    import numpy as np
+
+    from training.ml.config import Preprocessing
+    from training.ml.images import image_to_array
+    from training.ml.measure import artifact_measure
+
+    spec = Preprocessing.from_manifest({k: v for k, v in preprocessing.items() if k != "layout"})
+    if photos:
+        inputs = np.stack([image_to_array(_opener(p.image.name)(), preprocessing=spec) for p in photos])
+    else:  # nothing to score: one grey image still proves the file runs and counts its outputs
+        inputs = np.zeros((1, 3, spec.input_size, spec.input_size), dtype=np.float32)
+    if preprocessing.get("layout") == "NHWC":
+        inputs = np.ascontiguousarray(inputs.transpose(0, 2, 3, 1))
+    return artifact_measure(path=path, format=format, inputs=inputs, threads=1, runs=runs, timeout=600)
 
 
 def _scores_from_predictions(*, truth: list[str], predicted: list[str], labels: list[str]) -> dict:
@@ -484,7 +547,9 @@ def _manifest_entries(snapshot: DatasetSnapshot) -> list[dict]:
     return entries
 
 
-def model_version_publish(*, run: TrainingRun, snapshot: DatasetSnapshot, result, compression) -> ModelVersion:
+def model_version_publish(
+    *, run: TrainingRun, snapshot: DatasetSnapshot, result, compression, provenance: dict | None = None
+) -> ModelVersion:
     """Store every offered file as one new immutable version, all or nothing.
 
     ``result`` is the training result (float model metrics and preprocessing), ``compression``
@@ -492,6 +557,7 @@ def model_version_publish(*, run: TrainingRun, snapshot: DatasetSnapshot, result
     and its compressed alternatives), its card is kept with the version. Each stored object is
     read back and its sha256 compared with the measured file's: what apps download is exactly
     what was measured. Any failure removes the objects already stored and creates no row.
+    ``provenance`` (imports) sets the version's source fields; the default is "trained".
     """
     project = run.project
     stored: list[str] = []
@@ -510,6 +576,7 @@ def model_version_publish(*, run: TrainingRun, snapshot: DatasetSnapshot, result
                 preprocessing=result.preprocessing.to_manifest(),
                 metrics=result.metrics.to_dict(),
                 model_card=_json_ready(compression.card),
+                **(provenance or {}),
             )
             for artifact in compression.artifacts:
                 stem = f"{project.slug}-v{number}-{artifact.variant}"

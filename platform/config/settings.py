@@ -521,6 +521,8 @@ PLATFORM_ROLLOUT_MAX_LOAD_FAILURE_RATE = env.float("PLATFORM_ROLLOUT_MAX_LOAD_FA
 PLATFORM_ROLLOUT_MIN_LOAD_SAMPLES = env.int("PLATFORM_ROLLOUT_MIN_LOAD_SAMPLES", default=50)
 # Largest misprediction photo an app may send (bytes).
 PLATFORM_FEEDBACK_MAX_BYTES = env.int("PLATFORM_FEEDBACK_MAX_BYTES", default=10 * 1024 * 1024)
+# Largest model file staff may import (bytes; a zipped .mlpackage counts as uploaded).
+PLATFORM_MODEL_IMPORT_MAX_BYTES = env.int("PLATFORM_MODEL_IMPORT_MAX_BYTES", default=200 * 1024 * 1024)
 
 # --- logs -----------------------------------------------------------------------------
 # One handler on stderr for the web, workers and beat (ops.apps makes Celery use it).
