@@ -29,7 +29,6 @@ from django.db.models import Prefetch
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
-from rest_framework.parsers import JSONParser
 from rest_framework.permissions import AllowAny, IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -38,6 +37,7 @@ from rest_framework.views import APIView
 from challenges.models import Project
 from common.errors import DomainError, NotFound, PayloadTooLarge, ValidationFailed
 from common.fields import StrictInput
+from common.parsers import JSONParser
 from mobile_api.auth import HEADER, app_identity_from_request, rate_limit_check
 from mobile_api.models import Channel, Release, ReleaseEvent, ReleaseHealth
 from mobile_api.fields import exact_field, install_id_field, name_field

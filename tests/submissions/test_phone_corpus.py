@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import io
+import struct
 
 import pytest
 from django.core.files.storage import default_storage
@@ -72,12 +73,30 @@ def _copies(photo: Photo) -> list[bytes]:
     return copies
 
 
+def _png_chunks(data: bytes) -> list[bytes]:
+    """The chunk types of a PNG, read to its last byte (nothing may follow IEND)."""
+    types, position = [], 8
+    while position < len(data):
+        length = struct.unpack(">I", data[position:position + 4])[0]
+        types.append(data[position + 4:position + 8])
+        position += 12 + length
+    assert position == len(data) and types[-1] == b"IEND"
+    return types
+
+
 def _assert_clean(data: bytes, *, forbidden: tuple[bytes, ...]) -> Image.Image:
-    """A baseline RGB JPEG with only a JFIF header, nothing hidden before or after its image data."""
-    assert data.startswith(b"\xff\xd8") and data.endswith(b"\xff\xd9") and data.count(b"\xff\xd9") == 1
-    image = Image.open(io.BytesIO(data))
-    assert image.format == "JPEG" and image.mode == "RGB"
-    assert [marker for marker, _ in image.applist] == ["APP0"] and image.applist[0][1].startswith(b"JFIF\0")
+    """A fresh copy with nothing hidden before or after its image data: a baseline RGB JPEG with
+    only a JFIF header, or (the training copy of a lossless or small source) a PNG of IHDR, IDAT
+    and IEND chunks only (no text, ICC, EXIF or other chunk)."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        assert set(_png_chunks(data)) <= {b"IHDR", b"IDAT", b"IEND"}, _png_chunks(data)
+        image = Image.open(io.BytesIO(data))
+        assert image.format == "PNG" and image.mode == "RGB"
+    else:
+        assert data.startswith(b"\xff\xd8") and data.endswith(b"\xff\xd9") and data.count(b"\xff\xd9") == 1
+        image = Image.open(io.BytesIO(data))
+        assert image.format == "JPEG" and image.mode == "RGB"
+        assert [marker for marker, _ in image.applist] == ["APP0"] and image.applist[0][1].startswith(b"JFIF\0")
     assert not image.getexif() and not _METADATA_KEYS & set(image.info), set(image.info)
     for payload in forbidden:
         assert payload not in data, payload
