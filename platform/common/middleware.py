@@ -48,9 +48,10 @@ class DatabaseUnavailableMiddleware:
 # Scripts only from this origin, never inline (no attribute handlers, no <script> blocks):
 # injected markup cannot run. Styles may be inline: Django's admin, Swagger UI and a few of
 # our templates use style attributes, and CSS cannot run code. Images may also be data: URIs
-# (Swagger UI's icons) and, with S3 storage, come from the object store (presigned redirects).
+# (Swagger UI's icons), blob: URLs (the upload page previews the photos chosen on the device
+# before sending them) and, with S3 storage, come from the object store (presigned redirects).
 _CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:{images}; "
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:{images}; "
     "object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
 )
 # API answers that set no caching rule of their own: they are a volunteer's data (their

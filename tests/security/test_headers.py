@@ -69,7 +69,7 @@ def test_pages_admin_and_swagger_ui_run_under_the_policy(client, volunteer, chal
 
 
 def test_the_policy_lets_images_come_from_the_object_store_only_with_s3():
-    assert "img-src 'self' data:;" in content_security_policy(storage_origin=None)
-    assert "img-src 'self' data: http://127.0.0.1:9000;" in content_security_policy(
+    assert "img-src 'self' data: blob:;" in content_security_policy(storage_origin=None)
+    assert "img-src 'self' data: blob: http://127.0.0.1:9000;" in content_security_policy(
         storage_origin="http://127.0.0.1:9000"
     )
