@@ -10,7 +10,7 @@ import datetime as dt
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import IsAdminUser
@@ -240,6 +240,7 @@ class ChannelResolveApi(_StaffApi):
         })
 
 
+@extend_schema_field({"type": "string", "example": "0.5,0.5,0.5"})
 class _Triple(serializers.Field):
     """Three numbers (R, G, B): "0.5,0.5,0.5" or a JSON list."""
 
@@ -250,6 +251,7 @@ class _Triple(serializers.Field):
             raise serializers.ValidationError("three numbers (R, G, B), e.g. 0.5,0.5,0.5") from None
 
 
+@extend_schema_field({"type": "string", "example": "ants,bees"})
 class _Labels(serializers.Field):
     """Label names in output order: a JSON list, one per line, or comma-separated."""
 

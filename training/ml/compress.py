@@ -162,7 +162,7 @@ def compression_pipeline(
                 rows.append(coreml_check(
                     built=item, model=sources.get(variant_source(item.variant)).model,
                     inputs=inputs, reference=reference, y_true=holdout_y,
-                    offer_unexecuted=config.offer_unexecuted,
+                    offer_unexecuted=config.offer_unexecuted, views=view_inputs, views_reference=views_reference,
                 ))
                 continue
             rows.append(
@@ -919,7 +919,8 @@ def _view_open(open_image, seed: int):
 
 
 def coreml_check(
-    *, built: _Built, model, inputs: np.ndarray, reference: np.ndarray, y_true: Sequence[int], offer_unexecuted: bool
+    *, built: _Built, model, inputs: np.ndarray, reference: np.ndarray, y_true: Sequence[int], offer_unexecuted: bool,
+    views: np.ndarray | None = None, views_reference: np.ndarray | None = None,
 ) -> dict:
     """The card row of a Core ML file: its structure checked here, its accuracy estimated in torch.
 
@@ -958,8 +959,16 @@ def coreml_check(
         problems.append(f"stored weights have {structure['weight_bits']} bits, the variant promises {bits}")
     if problems:
         return {**row, "status": FAILED, "reason": "; ".join(problems), "structure": structure}
-    estimate = model_probabilities(palettize_torch(model, bits=PALETTE_BITS.get(built.variant)), inputs)
+    estimator = palettize_torch(model, bits=PALETTE_BITS.get(built.variant))
+    estimate = model_probabilities(estimator, inputs)
     compared = predictions_compare(reference=reference, candidate=estimate, y_true=y_true)
+    # The same evidence as an executed file's (variant_check): the views, then the holdout's log-loss.
+    if views is not None and views_reference is not None and len(views):
+        fidelity = _fidelity(np.concatenate([np.asarray(reference, dtype=np.float32), views_reference]),
+                             np.concatenate([estimate, model_probabilities(estimator, views)]), holdout_n=len(inputs))
+    else:
+        fidelity = _fidelity(reference, estimate, holdout_n=len(inputs))
+    estimate_log_loss = log_loss(estimate, y_true)
     blocked = [] if offer_unexecuted else [
         f"{STRUCTURE_ONLY}; the project's policy does not offer files that were not executed"
     ]
@@ -972,6 +981,10 @@ def coreml_check(
         "estimate": "accuracy and agreement of the torch model with the same stored weights "
                     "(fp16 or k-means palettized), computed in float32: Core ML does not run on this host",
         "accuracy": compared.accuracy,
+        "accuracy_n": len(y_true),
+        "log_loss": round(estimate_log_loss, 6),
+        "log_loss_increase": round(estimate_log_loss - log_loss(reference, y_true), 6),
+        "fidelity": fidelity,
         "top1_agreement": compared.top1_agreement,
         "max_prob_diff": compared.max_abs_diff,
         "mean_prob_diff": compared.mean_abs_diff,

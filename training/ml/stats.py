@@ -6,7 +6,7 @@ same photos are compared photo by photo: only the photos where exactly one of th
 carry information (McNemar's exact test), and the difference of accuracies gets Newcombe's
 interval for paired proportions (method 10 of Newcombe 1998, built from Wilson intervals).
 
-Plain numpy/scipy, no Django, no torch.
+Standard library only (no Django, torch or scipy: the light modules import this without them).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from scipy.stats import binomtest
+from statistics import NormalDist
 
 CONFIDENCE = 0.95
 
@@ -56,9 +56,14 @@ def proportion(successes: int, n: int, *, confidence: float = CONFIDENCE) -> Pro
         raise ValueError(f"need 0 <= successes <= n, got {successes} of {n}")
     if n == 0:
         return Proportion(0, 0, 0.0, 1.0, confidence)
-    ci = binomtest(successes, n).proportion_ci(confidence_level=confidence, method="wilson")
-    return Proportion(successes, n, float(ci.low), float(ci.high), confidence)
-
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    # Clamp the float rounding at the ends (0 of n and n of n give exactly 0 and 1).
+    low = 0.0 if successes == 0 else max(0.0, centre - half)
+    high = 1.0 if successes == n else min(1.0, centre + half)
+    return Proportion(successes, n, low, high, confidence)
 
 def upper_bound(successes: int, n: int, *, confidence: float = CONFIDENCE) -> float:
     """One-sided upper confidence bound of a rate (Wilson), e.g. of a disagreement rate."""
@@ -117,7 +122,7 @@ def paired_compare(
     both = sum(1 for x, y in zip(a, b) if x and y)
     a_hits, b_hits = both + a_only, both + b_only
     discordant = a_only + b_only
-    p_value = binomtest(a_only, discordant, 0.5).pvalue if discordant else 1.0
+    p_value = _mcnemar_exact(a_only, b_only)
     if n == 0:
         return PairedComparison(0, 0, 0, 0, 0, 1.0, 0.0, -1.0, 1.0, confidence)
     low, high = _newcombe_paired(both, a_only, b_only, n - both - discordant, confidence)
@@ -125,6 +130,15 @@ def paired_compare(
         n, a_hits, b_hits, a_only, b_only, float(p_value), (a_hits - b_hits) / n, low, high,
         confidence,
     )
+
+
+def _mcnemar_exact(b: int, c: int) -> float:
+    """Two-sided exact McNemar test: a binomial test of b successes in b + c trials at 1/2."""
+    n = b + c
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(b, c) + 1)) / 2**n
+    return min(1.0, 2 * tail)
 
 
 def _newcombe_paired(
