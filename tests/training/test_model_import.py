@@ -171,3 +171,13 @@ def test_a_failure_while_storing_leaves_no_row_and_no_object(project, media_file
     assert not ModelVersion.objects.exists() and not TrainingRun.objects.exists()
     assert not DatasetSnapshot.objects.exists()
     assert not [p for p in media_files() if "models" in p.parts]
+
+
+def test_the_import_page_sits_in_the_admins_trail_under_model_versions(admin_client):
+    from django.urls import reverse
+
+    page = admin_client.get(reverse("admin:training_modelversion_import"))
+    html = page.content.decode()
+    assert page.status_code == 200
+    trail = html[html.index('class="breadcrumbs"'):html.index("</div>", html.index('class="breadcrumbs"'))]
+    assert f'href="{reverse("admin:training_modelversion_changelist")}"' in trail and "Home" in trail
