@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv and install the pinned requirements; fast when nothing changed.
+# Create .venv and install the compiled lock (requirements.txt: every group of pyproject.toml, pinned
+# and hashed; README "Install, dependencies and lint"); fast when nothing changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +15,6 @@ want=$(sha256sum requirements.txt | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "bootstrap: installing requirements (torch comes from local disk; about a minute)"
   .venv/bin/pip install --quiet --upgrade pip
-  .venv/bin/pip install --quiet -r requirements.txt
+  .venv/bin/pip install --quiet --require-hashes -r requirements.txt
   echo "$want" > "$stamp"
 fi
