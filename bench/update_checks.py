@@ -153,7 +153,7 @@ def wait_for(url: str, *, headers: dict | None = None, seconds: float = 30):
             raise SystemExit(f"{url}: {exc.code} {exc.read()[:300]!r}") from exc
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             if time.monotonic() > deadline:
-                raise SystemExit(f"{url} did not answer within {seconds} s")
+                raise SystemExit(f"{url} did not answer within {seconds} s") from None
             time.sleep(0.2)
 
 
