@@ -315,7 +315,7 @@ class InputSpec:
         if len(mean) != 3 or len(std) != 3 or any(s <= 0 for s in std) or resize < input_size or input_size < 1:
             raise UnsupportedPreprocessing(f"invalid input sizes or statistics: {spec!r}")
         return cls(
-            input_size=input_size, resize=resize, mean=mean, std=std,  # type: ignore[arg-type]
+            input_size=input_size, resize=resize, mean=mean, std=std,
             channel_order=expect("channel_order", {"RGB", "BGR"}, "RGB"),
             layout=expect("layout", {"NCHW", "NHWC"}, "NCHW"),
             output=expect("output", {"probabilities", "logits"}, "probabilities"),

@@ -19,7 +19,7 @@ def _triple(name: str, value: Any) -> tuple[float, float, float]:
     values = tuple(float(v) for v in value)
     if len(values) != 3 or not all(math.isfinite(v) for v in values):
         raise ValueError(f"{name} must be three finite numbers (R, G, B), got {value!r}")
-    return values  # type: ignore[return-value]
+    return values
 
 
 @dataclass(frozen=True)
