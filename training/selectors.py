@@ -43,3 +43,13 @@ def model_version_list(*, project_slug: str) -> QuerySet[ModelVersion]:
         ModelVersion.objects.filter(project__slug=project_slug)
         .select_related("imported_by").prefetch_related("artifacts").order_by("-version")
     )
+
+
+def model_artifact_get_for_scoring(*, project_id: int) -> ModelArtifact | None:
+    """The ONNX file that scores a project's photos: the newest version's, fp32 first (the reference)."""
+    return (
+        ModelArtifact.objects.filter(version__project_id=project_id, format="onnx")
+        .select_related("version")
+        .order_by("-version__version", "precision")
+        .first()
+    )

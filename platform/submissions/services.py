@@ -200,10 +200,7 @@ def photo_upload(
         _storage_delete(names)
         raise
     if from_volunteer:
-        # moderation imports this module (it moderates through photo_moderate).
-        from submissions.moderation import photo_followups_enqueue
-
-        transaction.on_commit(lambda: photo_followups_enqueue(photo=photo))
+        transaction.on_commit(lambda: photo_followups_start(photo=photo))
     return PhotoUpload(photo=photo)
 
 
@@ -291,6 +288,79 @@ def photo_reopen(*, photo: Photo, moderator: AbstractBaseUser) -> Photo:
         photo.save(update_fields=["status", "reject_reason", "moderated_by", "moderated_at", "updated_at"])
         score_photo_moderated(photo=photo, previous_status=previous_status)
     return photo
+
+
+# --- upload follow-ups --------------------------------------------------------------------
+
+# Sent after the commit of an upload or a relabel (photo_id): the photo waits for the current
+# model's score. Training listens (``training.tasks``, connected in its AppConfig.ready) and
+# queues the scoring on the light queue; the photo stays ``followups_pending`` until it ran, so
+# what the broker loses is queued again from the database.
+photo_followups_due = Signal()
+
+
+def photo_followups_start(*, photo: Photo) -> None:
+    """After an upload commits: flag suspicious volume now, and announce that the photo awaits its score.
+
+    Meant for ``transaction.on_commit``. Nothing here may fail an upload that already succeeded,
+    so errors are logged, not raised: the photo stays ``followups_pending`` and is queued again.
+    """
+    try:
+        photo_flag_suspicious_volume(photo=photo)
+    except Exception:  # a follow-up; the upload itself already succeeded
+        logger.exception("suspicious-volume check failed for photo %s", photo.pk)
+    photo_followups_announce(photo_id=photo.pk)
+
+
+def photo_followups_announce(*, photo_id: int) -> None:
+    """Send ``photo_followups_due`` for a committed photo; a listener's error is logged, never raised."""
+    for receiver, result in photo_followups_due.send_robust(sender=Photo, photo_id=photo_id):
+        if isinstance(result, Exception):
+            logger.error("follow-up listener %s failed for photo %s: %r; it stays pending",
+                         getattr(receiver, "__qualname__", receiver), photo_id, result)
+
+
+def photo_flag_suspicious_volume(*, photo: Photo) -> bool:
+    """Flag the photo when its volunteer sent more than the hourly limit in the hour up to it.
+
+    The limit is ``PLATFORM_SUSPICIOUS_UPLOADS_PER_HOUR`` (default 60). Returns the flag.
+    """
+    if photo.volunteer_id is None:
+        return False
+    limit = settings.PLATFORM_SUSPICIOUS_UPLOADS_PER_HOUR
+    until = photo.created_at or timezone.now()
+    recent = Photo.objects.filter(
+        volunteer_id=photo.volunteer_id, created_at__gt=until - dt.timedelta(hours=1), created_at__lte=until
+    ).count()
+    if recent <= limit:
+        return False
+    if not photo.flag_suspicious_volume:
+        photo.flag_suspicious_volume = True
+        # update(): a moderator may be editing the row; touch only the flag.
+        Photo.objects.filter(pk=photo.pk).update(flag_suspicious_volume=True)
+    return True
+
+
+def photo_model_score_save(*, photo: Photo, confidence: float, top_label: str, top_confidence: float) -> None:
+    """Record the current model's score of a photo and set the disagreement flag.
+
+    ``confidence`` is the model's probability for the claimed label; below
+    ``PLATFORM_MODEL_DISAGREEMENT_THRESHOLD`` (default 0.2) the photo is flagged "model disagrees".
+    """
+    photo.model_confidence = confidence
+    photo.model_top_label, photo.model_top_confidence = top_label, top_confidence
+    photo.flag_model_disagreement = confidence < settings.PLATFORM_MODEL_DISAGREEMENT_THRESHOLD
+    # update(): touch only the score, never a moderator's concurrent decision; and only if
+    # the label is still the one scored (a relabel in between re-queues its own scoring).
+    Photo.objects.filter(pk=photo.pk, label_id=photo.label_id).update(
+        model_confidence=photo.model_confidence, flag_model_disagreement=photo.flag_model_disagreement,
+        model_top_label=photo.model_top_label, model_top_confidence=photo.model_top_confidence,
+    )
+
+
+def photo_followups_done(*, photo: Photo) -> None:
+    """Mark a photo's follow-ups done, for the label that was scored (a relabel since keeps it pending)."""
+    Photo.objects.filter(pk=photo.pk, label_id=photo.label_id).update(followups_pending=False)
 
 
 def _label_for(*, project: Project, challenge: Challenge | None, label_name: str) -> Label:
