@@ -26,6 +26,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench._procs import children  # noqa: E402
+from training.ml.testing import tiny_onnx_classifier  # noqa: E402
 
 PYTHON = sys.executable
 PHOTOS = Path(os.environ.get("PLATFORM_TEST_HYMENOPTERA", ROOT.parent / "shared" / "data" / "hymenoptera")) / "train"
@@ -108,42 +109,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def tiny_onnx_classifier(*, labels: int, input_size: int, seed: int = 0) -> bytes:
-    """A real ONNX image classifier (Conv 3x3 -> ReLU -> global pool -> Gemm -> Softmax).
-
-    Small on purpose: the worker's cost per upload is then what the platform adds around
-    the model (fetch the photo from S3, decode, preprocess, one onnxruntime run, one UPDATE).
-    """
-    import numpy as np
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(seed)
-    channels = 32
-    graph = helper.make_graph(
-        [
-            helper.make_node("Conv", ["input", "conv_w"], ["conv"], pads=[1, 1, 1, 1]),
-            helper.make_node("Relu", ["conv"], ["relu"]),
-            helper.make_node("GlobalAveragePool", ["relu"], ["pooled"]),
-            helper.make_node("Flatten", ["pooled"], ["features"], axis=1),
-            helper.make_node("Gemm", ["features", "head_w", "head_b"], ["logits"], transB=1),
-            helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
-        ],
-        "load-tiny",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, input_size, input_size])],
-        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", labels])],
-        initializer=[
-            numpy_helper.from_array(rng.normal(0, 0.5, (channels, 3, 3, 3)).astype(np.float32), "conv_w"),
-            numpy_helper.from_array(rng.normal(0, 1.0, (labels, channels)).astype(np.float32), "head_w"),
-            numpy_helper.from_array(np.zeros(labels, dtype=np.float32), "head_b"),
-        ],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model.SerializeToString()
 
 
 def jpegs_from_photos(count: int, *, size: tuple[int, int], offset: int = 0) -> list[bytes]:
@@ -330,7 +295,10 @@ def stack_start(stack: Stack, *, volunteers: int, seed_photos: int, web_workers:
     preprocessing = {"input_size": 32, "resize": 36}
     seed_input = {
         "project": PROJECT, "labels": list(LABELS), "volunteers": volunteers, "preprocessing": preprocessing,
-        "onnx_hex": tiny_onnx_classifier(labels=len(LABELS), input_size=preprocessing["input_size"]).hex(),
+        # Small on purpose: the worker's cost per upload is then what the platform adds around the
+        # model (fetch the photo from S3, decode, preprocess, one onnxruntime run, one UPDATE).
+        "onnx_hex": tiny_onnx_classifier(num_classes=len(LABELS), input_size=preprocessing["input_size"],
+                                         conv_channels=32, name="load-tiny").hex(),
         "photos_hex": [p.hex() for p in jpegs_from_photos(seed_photos, size=(800, 600), offset=100)],
     }
     (tmp / "seed.json").write_text(json.dumps(seed_input))

@@ -1,6 +1,6 @@
 """The app-facing parts of the OpenAPI schema that drf-spectacular cannot see by itself.
 
-The update check is a plain Django view (views.model_update), so its path is written here
+The update check is a plain Django view (api.model_update), so its path is written here
 (PROTOCOL.md is the prose of the same contract); every app endpoint but the two legacy ones
 (``/latest``, ``/versions/<n>/card``) wants the ``X-App-Key`` header and counts the key's
 per-minute limit (429).

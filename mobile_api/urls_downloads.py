@@ -1,6 +1,6 @@
 from django.urls import path
 
-from mobile_api.downloads import ModelDeltaDownloadApi, ModelDownloadApi
+from mobile_api.api_downloads import ModelDeltaDownloadApi, ModelDownloadApi
 
 urlpatterns = [
     path(

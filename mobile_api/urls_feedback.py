@@ -1,8 +1,8 @@
 """What apps send back (telemetry, misprediction feedback), and the staff view of release health."""
 from django.urls import path
 
-from mobile_api.feedback import FeedbackCreateApi
-from mobile_api.telemetry import ChannelTelemetryApi, TelemetryReportApi
+from mobile_api.api_feedback import FeedbackCreateApi
+from mobile_api.api_telemetry import ChannelTelemetryApi, TelemetryReportApi
 
 urlpatterns = [
     path("models/<slug:name>/telemetry", TelemetryReportApi.as_view(), name="mobile-telemetry"),

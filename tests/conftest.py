@@ -65,12 +65,6 @@ def _local_storage(settings, tmp_path):
 
 
 @pytest.fixture(autouse=True)
-def _fast_password_hashing(settings):
-    """Factories and sign-ups hash passwords; PBKDF2 would dominate the suite's runtime."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
-@pytest.fixture(autouse=True)
 def _clear_cache():
     """Throttles, app keys and channel documents live in caches that outlive a test: start from zero."""
     from django.core.cache import cache

@@ -9,7 +9,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _run_python(code: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'platform'}{os.pathsep}{ROOT}", "DJANGO_DEBUG": "1"}
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'platform'}{os.pathsep}{ROOT}", "DJANGO_DEBUG": "1",
+           "DJANGO_SETTINGS_MODULE": "config.settings"}
     return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
 
 
@@ -62,7 +63,7 @@ def test_web_process_loads_urlconf_without_torch():
         "os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'config.settings')\n"
         "django.setup()\n"
         "from django.urls import resolve, reverse\n"
-        "import config.urls, config.wsgi, mobile_api.update, mobile_api.downloads, training.ml.formats\n"
+        "import config.urls, config.wsgi, mobile_api.update, mobile_api.api_downloads, training.ml.formats\n"
         "resolve(reverse('mobile-model-latest', args=['x']))\n"
         "from django.contrib import admin; admin.autodiscover()\n"
         f"print(sorted(set({heavy!r}) & set(sys.modules)))"

@@ -1,7 +1,7 @@
 """Web pages of the training app (the config URLconf includes `urlpatterns`)."""
 from django.urls import path
 
-from training.pages import releases_page
+from training.views import releases_page
 
 api_urlpatterns: list = []
 urlpatterns = [

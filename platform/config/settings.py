@@ -4,8 +4,10 @@ Every variable is listed with a safe default in `.env.example`. Without any vari
 the platform runs on the embedded default: SQLite, local files under `var/`, and a Celery
 broker on the local file system, so no server is needed. Production sets DATABASE_URL
 (PostgreSQL), CELERY_BROKER_URL (Redis) and STORAGE_BACKEND=s3.
+
+Importing it has no side effects: the folders the embedded default needs are created when a
+process starts Django (common/apps.py). The tests run on config/settings_test.py.
 """
-import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -15,9 +17,8 @@ from django.core.exceptions import ImproperlyConfigured
 
 ROOT_DIR = Path(__file__).resolve().parents[2]
 env = environ.Env()
-TESTING = "pytest" in sys.modules
-# A developer's .env must not leak into the tests; PLATFORM_ENV_FILE="" reads no file.
-_env_file = env.str("PLATFORM_ENV_FILE", default="" if TESTING else str(ROOT_DIR / ".env"))
+# PLATFORM_ENV_FILE="" reads no file (the systemd units, the tests and the processes they start).
+_env_file = env.str("PLATFORM_ENV_FILE", default=str(ROOT_DIR / ".env"))
 if _env_file and Path(_env_file).is_file():
     environ.Env.read_env(_env_file)
 
@@ -26,7 +27,7 @@ VAR_DIR = (ROOT_DIR / env.str("PLATFORM_VAR_DIR", default="var")).resolve()
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
 SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="")
 if not SECRET_KEY:
-    if not (DEBUG or TESTING):
+    if not DEBUG:
         raise ImproperlyConfigured("Set DJANGO_SECRET_KEY (see .env.example).")
     SECRET_KEY = "insecure-development-key-never-use-in-production"
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
@@ -99,8 +100,7 @@ DATABASES = {
     "default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'platform.sqlite3'}"),
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # A fresh checkout has no var/ yet; SQLite cannot create the folder itself.
-    Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
+    # (A fresh checkout has no var/ yet; SQLite cannot create the folder: common/apps.py does.)
     # The embedded default has a web server, a worker and beat writing one file: WAL lets
     # readers run beside a writer, IMMEDIATE takes the write lock up front so concurrent
     # transactions wait (timeout) instead of failing with "database is locked".
@@ -188,7 +188,7 @@ STORAGES = {
     "staticfiles": {
         "BACKEND": (
             "django.contrib.staticfiles.storage.StaticFilesStorage"
-            if DEBUG or TESTING
+            if DEBUG
             else "whitenoise.storage.CompressedManifestStaticFilesStorage"
         )
     },
@@ -262,9 +262,8 @@ else:
 # process (web workers, Celery workers, commands) must share it, or a publish or rollback
 # made by one never reaches the others. Production: CACHE_URL=redis://... The embedded
 # default: a folder on disk (README, "Configuration": measured against local memory). The
-# tests keep local memory (cleared around each test) unless CACHE_URL says otherwise.
-_CACHE_DEFAULT = "locmemcache://" if TESTING else f"filecache://{VAR_DIR / 'cache'}"
-CACHES = {"default": env.cache("CACHE_URL", default=_CACHE_DEFAULT)}
+# tests keep local memory (config/settings_test.py) unless CACHE_URL says otherwise.
+CACHES = {"default": env.cache("CACHE_URL", default=f"filecache://{VAR_DIR / 'cache'}")}
 
 # --- REST API -------------------------------------------------------------------------
 REST_FRAMEWORK = {
@@ -360,10 +359,8 @@ AXES_LOCKOUT_CALLABLE = "accounts.throttles.lockout_page"
 # --- Celery ---------------------------------------------------------------------------
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
 if CELERY_BROKER_URL.startswith("filesystem://"):
+    # kombu's filesystem transport expects its folders to exist (created by common/apps.py).
     _broker_dir = VAR_DIR / "broker"
-    # kombu's filesystem transport expects its folders to exist.
-    for _folder in ("queue", "processed", "control"):
-        (_broker_dir / _folder).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir / "queue"),
         "data_folder_out": str(_broker_dir / "queue"),

@@ -2,9 +2,9 @@
 from django.urls import path
 
 from submissions.api import ModerationPhotoListApi, PhotoDetailApi, PhotoListCreateApi, PhotoModerateApi
-from submissions.moderation_api import PhotoFeatureApi, PhotoRelabelApi
-from submissions.pages import gallery_page, my_photos_page
+from submissions.api_moderation import PhotoFeatureApi, PhotoRelabelApi
 from submissions.views import home_page, photo_display, photo_image, photo_thumbnail, photo_upload_page
+from submissions.views_gallery import gallery_page, my_photos_page
 
 api_urlpatterns = [
     path("photos/", PhotoListCreateApi.as_view(), name="api-photos"),

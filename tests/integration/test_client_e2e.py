@@ -28,6 +28,7 @@ from mobile_api.models import ArtifactDelta, Channel, ReleaseHealth
 from mobile_api.services import app_key_create, channel_defaults_ensure, release_promote, static_manifest_name
 from training.ml.config import Preprocessing
 from training.ml.images import image_to_array
+from training.ml.testing import tiny_onnx_classifier
 from training.models import DatasetSnapshot, ModelArtifact, ModelVersion, TrainingRun
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -43,36 +44,8 @@ def tiny_classifier(*, seed: int = 0, nudge: int = 0) -> bytes:
     ``nudge`` changes that many convolution weights a little: the next night's "slightly
     different" model, whose bytes are mostly the same (what deltas are for).
     """
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(seed)
-    conv = rng.normal(0, 0.5, (CHANNELS, 3, 3, 3)).astype(np.float32)
-    head = rng.normal(0, 1.0, (len(LABELS), CHANNELS)).astype(np.float32)
-    conv.reshape(-1)[:nudge] += 0.01
-    size = PREPROCESSING.input_size
-    graph = helper.make_graph(
-        [
-            helper.make_node("Conv", ["input", "conv_w"], ["conv"], pads=[1, 1, 1, 1]),
-            helper.make_node("Relu", ["conv"], ["relu"]),
-            helper.make_node("GlobalAveragePool", ["relu"], ["pooled"]),
-            helper.make_node("Flatten", ["pooled"], ["features"], axis=1),
-            helper.make_node("Gemm", ["features", "head_w", "head_b"], ["logits"], transB=1),
-            helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
-        ],
-        "tiny",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, size, size])],
-        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", len(LABELS)])],
-        initializer=[
-            numpy_helper.from_array(conv, "conv_w"),
-            numpy_helper.from_array(head, "head_w"),
-            numpy_helper.from_array(np.zeros(len(LABELS), dtype=np.float32), "head_b"),
-        ],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model.SerializeToString()
+    return tiny_onnx_classifier(num_classes=len(LABELS), input_size=PREPROCESSING.input_size,
+                                conv_channels=CHANNELS, seed=seed, nudge=nudge)
 
 
 def publish(project, number: int, payload: bytes) -> ModelVersion:

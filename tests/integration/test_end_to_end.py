@@ -88,6 +88,7 @@ def celery_workers(services, s3_storage, s3_prefix, weights_path, tmp_path):
         **os.environ,
         **services.storage_env(prefix=s3_prefix),
         "PYTHONPATH": f"platform{os.pathsep}.",
+        "DJANGO_SETTINGS_MODULE": "config.settings",  # production settings, not the tests'
         "DATABASE_URL": f"postgres://{db['USER']}:{db['PASSWORD'] or ''}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
         "CELERY_BROKER_URL": services.redis_url,
         "PLATFORM_WEIGHTS_PATH": str(weights_path),

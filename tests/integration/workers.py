@@ -31,6 +31,7 @@ def process_env(services, *, s3_prefix: str, var_dir: Path, **overrides: str) ->
         **os.environ,
         **services.storage_env(prefix=s3_prefix),
         "PYTHONPATH": f"platform{os.pathsep}.",
+        "DJANGO_SETTINGS_MODULE": "config.settings",  # production settings, not the tests'
         "DATABASE_URL": f"postgres://{db['USER']}:{db['PASSWORD'] or ''}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
         "CELERY_BROKER_URL": services.redis_url,
         "PLATFORM_VAR_DIR": str(var_dir),

@@ -1,12 +1,10 @@
 """Model disagreement: a real (tiny) ONNX classifier scores photos' claimed labels, without torch."""
 import datetime as dt
 import hashlib
-import json
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
@@ -15,6 +13,7 @@ from submissions.models import Photo
 from submissions.services import photo_followups_start
 from training import scoring
 from training.ml.config import Preprocessing
+from training.ml.testing import tiny_onnx_classifier
 from training.models import DatasetSnapshot, ModelArtifact, ModelVersion, TrainingRun
 from training.tasks import photo_score_with_current_model
 
@@ -26,35 +25,13 @@ RED, BLUE = (220, 20, 20), (20, 20, 220)
 
 
 def red_blue_classifier() -> bytes:
-    """GlobalAveragePool -> Flatten -> Gemm -> Softmax: class 0 (ants) = red, class 1 (bees) = blue.
+    """Class 0 (ants) = red, class 1 (bees) = blue: the mean-colour classifier of training/ml/testing.py.
 
-    Built with onnx.helper rather than exported from torch: the same kind of file the
-    pipeline publishes (input "input" NCHW float32, output "probabilities"), in milliseconds.
+    The same kind of file the pipeline publishes (input "input" NCHW float32, output
+    "probabilities", its preprocessing as metadata), built in milliseconds.
     """
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    weights = np.array([[4.0, 0.0, -4.0], [-4.0, 0.0, 4.0]], dtype=np.float32)  # [classes, channels]
-    graph = helper.make_graph(
-        [
-            helper.make_node("GlobalAveragePool", ["input"], ["pooled"]),
-            helper.make_node("Flatten", ["pooled"], ["features"], axis=1),
-            helper.make_node("Gemm", ["features", "weight", "bias"], ["logits"], transB=1),
-            helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
-        ],
-        "red_blue",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 32, 32])],
-        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 2])],
-        initializer=[
-            numpy_helper.from_array(weights, "weight"),
-            numpy_helper.from_array(np.zeros(2, dtype=np.float32), "bias"),
-        ],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    helper.set_model_props(model, {"preprocessing": json.dumps(PREPROCESSING)})
-    onnx.checker.check_model(model)
-    return model.SerializeToString()
+    return tiny_onnx_classifier(num_classes=2, input_size=32, weights=[[4.0, 0.0, -4.0], [-4.0, 0.0, 4.0]],
+                                name="red_blue", metadata={"preprocessing": PREPROCESSING})
 
 
 def publish(project, number: int, payload: bytes) -> ModelVersion:

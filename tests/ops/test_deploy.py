@@ -122,6 +122,7 @@ def test_gunicorn_serves_with_json_logs(tmp_path):
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     env = {**os.environ, "PYTHONPATH": f"platform{os.pathsep}.", "PLATFORM_LOG_FORMAT": "json",
+           "DJANGO_SETTINGS_MODULE": "config.settings",
            "DJANGO_SECRET_KEY": "deploy-test", "PLATFORM_ENV_FILE": "", "PLATFORM_VAR_DIR": str(tmp_path / "var"),
            "GUNICORN_BIND": f"127.0.0.1:{port}", "GUNICORN_WORKERS": "1"}
     env.pop("DATABASE_URL", None)  # the embedded default: SQLite under PLATFORM_VAR_DIR

@@ -11,12 +11,10 @@ import dataclasses
 import datetime as dt
 import hashlib
 import itertools
-import json
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
@@ -24,6 +22,7 @@ from django.core.files.storage import default_storage
 from submissions.models import Photo, photo_upload_to
 from tests.conftest import jpeg_bytes
 from training.ml.config import Preprocessing
+from training.ml.testing import tiny_onnx_classifier
 from training.models import ModelArtifact, ModelVersion, TrainingRun
 
 # A tiny input size: the release is scored at 8x8 pixels.
@@ -47,37 +46,18 @@ def make_photo(*, project, label: str, color=None, status=Photo.Status.APPROVED,
     return photo
 
 
-def colour_classifier(labels: list[str], *, metadata: bool = True) -> bytes:
+def colour_classifier(labels: list[str], *, metadata: bool | dict = True) -> bytes:
     """A real ONNX file: mean colour -> label (red ants, blue bees, green wasps), as the job publishes.
 
-    GlobalAveragePool -> Flatten -> Gemm -> Softmax, input "input" NCHW, output "probabilities".
+    GlobalAveragePool -> Flatten -> Gemm -> Softmax at 8x8 (training/ml/testing.py). Its metadata
+    is the preprocessing, as the pipeline writes it; ``metadata`` as a dict replaces it, False
+    leaves it out (a smaller file: the fake compression's "int8" file).
     """
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
     rows = {"ants": [4.0, -2.0, -2.0], "bees": [-2.0, -2.0, 4.0], "wasps": [-2.0, 4.0, -2.0]}
-    weights = np.array([rows[label] for label in labels], dtype=np.float32)  # [classes, channels]
-    graph = helper.make_graph(
-        [
-            helper.make_node("GlobalAveragePool", ["input"], ["pooled"]),
-            helper.make_node("Flatten", ["pooled"], ["features"], axis=1),
-            helper.make_node("Gemm", ["features", "weight", "bias"], ["logits"], transB=1),
-            helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
-        ],
-        "colours",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 8, 8])],
-        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", len(labels)])],
-        initializer=[
-            numpy_helper.from_array(weights, "weight"),
-            numpy_helper.from_array(np.zeros(len(labels), dtype=np.float32), "bias"),
-        ],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    if metadata:  # without it the file is smaller: the fake compression's "int8" file
-        helper.set_model_props(model, {"preprocessing": json.dumps(PREPROCESSING.to_manifest())})
-    onnx.checker.check_model(model)
-    return model.SerializeToString()
+    props = metadata if isinstance(metadata, dict) else {"preprocessing": PREPROCESSING.to_manifest()}
+    return tiny_onnx_classifier(num_classes=len(labels), input_size=PREPROCESSING.input_size,
+                                weights=[rows[label] for label in labels], name="colours",
+                                metadata=props if metadata else None)
 
 
 def release(project, *, labels: list[str], number: int = 1) -> ModelVersion:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 from pathlib import Path
 
 import pytest
@@ -59,14 +58,11 @@ def test_an_onnx_file_becomes_the_next_version_with_its_holdout_accuracy_and_pro
 
 
 def test_onnx_labels_come_from_the_files_metadata(project):
-    import onnx
-
-    model = onnx.load_from_string(colour_classifier(["ants", "bees"]))
-    onnx.helper.set_model_props(model, {
-        "preprocessing": json.dumps({"input_size": 8, "resize": 8, "mean": [0.5] * 3, "std": [0.5] * 3}),
-        "labels": json.dumps(["ants", "bees"]),
+    payload = colour_classifier(["ants", "bees"], metadata={
+        "preprocessing": {"input_size": 8, "resize": 8, "mean": [0.5] * 3, "std": [0.5] * 3},
+        "labels": ["ants", "bees"],
     })
-    version = upload(project, "m.onnx", model.SerializeToString())
+    version = upload(project, "m.onnx", payload)
     assert version.labels == ["ants", "bees"]
     assert "accuracy" not in version.metrics  # no approved photos: nothing to score, and it says so
     assert "accuracy not measured" in version.model_card["imported"]["note"]
