@@ -9,7 +9,8 @@ from celery.signals import worker_ready
 
 from challenges.models import Project
 from challenges.selectors import project_list_active, project_today
-from training.services import RunClaimRefused, training_run_execute, training_run_fail_stale
+from training.nightly import training_run_execute
+from training.runs import RunClaimRefused, training_run_fail_stale
 
 logger = logging.getLogger(__name__)
 
