@@ -228,7 +228,7 @@ class VersionDistribution(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True)
     attempts = models.PositiveIntegerField(default=0)
     error = models.TextField(blank=True, help_text="The last attempt's error, when it failed.")
-    patches = models.PositiveIntegerField(default=0, help_text="Patches built by the last attempt.")
+    patches = models.PositiveIntegerField(default=0, help_text="Patches towards its files (bsdiff4).")
     channels = models.JSONField(default=list, blank=True, help_text="Channels the version was released on.")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

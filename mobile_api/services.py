@@ -26,7 +26,7 @@ from django.utils import timezone
 from challenges.models import Project
 from common.errors import DATABASE_ERRORS, Conflict, DomainError, ValidationFailed
 from mobile_api import auth, rollout, selectors, update
-from mobile_api.models import AppKey, Channel, Release, ReleaseEvent, VersionDistribution
+from mobile_api.models import AppKey, ArtifactDelta, Channel, Release, ReleaseEvent, VersionDistribution
 from training.models import ModelVersion
 
 logger = logging.getLogger(__name__)
@@ -422,14 +422,14 @@ def version_distribution_run(*, distribution: VersionDistribution, final_attempt
         return distribution
     status = VersionDistribution.Status.FAILED if refused else VersionDistribution.Status.DONE
     version_distribution_record(distribution=distribution, status=status, error="; ".join(refused),
-                                patches=len(patches), channels=sorted({*distribution.channels, *channels}))
+                                patches=patches, channels=sorted(channels))
     return distribution
 
 
-def version_distribute(*, version: ModelVersion) -> tuple[list, list[str], list[str]]:
+def version_distribute(*, version: ModelVersion) -> tuple[int, list[str], list[str]]:
     """Offer a newly published version: build its patches, then release it on the auto channels.
 
-    Returns (the patches built, the channels it was released on, why a channel refused it). A
+    Returns (its patches, the channels holding a release of it, why a channel refused it). A
     channel that already holds a release of this version (an earlier attempt, or staff who
     released or rolled it back meanwhile) does not get it again; that channel, like every one
     without auto-promote, only has its static manifest rewritten (it may be missing, e.g. after
@@ -439,11 +439,13 @@ def version_distribute(*, version: ModelVersion) -> tuple[list, list[str], list[
     """
     from mobile_api.deltas import version_deltas_build
 
-    patches = version_deltas_build(version=version)
+    version_deltas_build(version=version)  # those that fail are logged; installs download the full file
     released, refused = [], []
     channel_defaults_ensure(project=version.project)
     for channel in Channel.objects.filter(project=version.project).select_related("project"):
-        if not channel.auto_promote or Release.objects.filter(channel=channel, version=version).exists():
+        if Release.objects.filter(channel=channel, version=version).exists():
+            released.append(channel.name)
+        if not channel.auto_promote or channel.name in released:
             channel_publish(channel_id=channel.pk)
             continue
         try:
@@ -453,4 +455,5 @@ def version_distribute(*, version: ModelVersion) -> tuple[list, list[str], list[
             refused.append(f"{channel.name}: {exc.message}")
             continue
         released.append(channel.name)
+    patches = ArtifactDelta.objects.filter(artifact__version=version).count()
     return patches, released, refused

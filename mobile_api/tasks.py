@@ -44,7 +44,9 @@ def version_distribute(self, distribution_id: int) -> str | None:
     if distribution is None:
         logger.info("distribution %s is gone; nothing to do", distribution_id)
         return None
-    final = self.request.retries >= DISTRIBUTE_MAX_RETRIES
+    # Run in-process (eager: tests, CELERY_TASK_ALWAYS_EAGER) nothing would retry later, and
+    # Celery's eager retries run at once: the first attempt is the last, the record tells staff.
+    final = self.request.is_eager or self.request.retries >= DISTRIBUTE_MAX_RETRIES
     return version_distribution_run(distribution=distribution, final_attempt=final).status
 
 

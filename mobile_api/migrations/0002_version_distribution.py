@@ -19,7 +19,7 @@ class Migration(migrations.Migration):
                 ('status', models.CharField(choices=[('pending', 'Pending'), ('retrying', 'Retrying'), ('done', 'Done'), ('failed', 'Failed')], db_index=True, default='pending', max_length=16)),
                 ('attempts', models.PositiveIntegerField(default=0)),
                 ('error', models.TextField(blank=True, help_text="The last attempt's error, when it failed.")),
-                ('patches', models.PositiveIntegerField(default=0, help_text='Patches built by the last attempt.')),
+                ('patches', models.PositiveIntegerField(default=0, help_text='Patches towards its files (bsdiff4).')),
                 ('channels', models.JSONField(blank=True, default=list, help_text='Channels the version was released on.')),
                 ('created_at', models.DateTimeField(auto_now_add=True)),
                 ('updated_at', models.DateTimeField(auto_now=True)),
