@@ -47,7 +47,7 @@ from challenges.models import Challenge, Label, Project
 from challenges.selectors import project_today
 from mobile_api.services import app_key_create, channel_defaults_ensure, release_promote
 from submissions.moderation import photo_feature
-from submissions.services import photo_moderate, photo_upload
+from submissions.services import NewPhoto, photo_moderate, photo_upload
 from training.ml.config import Preprocessing
 from training.models import DatasetSnapshot, ModelArtifact, ModelVersion, TrainingRun
 
@@ -84,8 +84,8 @@ _, app_key = app_key_create(name="Load app", rate_limit_per_minute=1_000_000_000
 featured = []
 for i, hex_photo in enumerate(seed["photos_hex"]):
     data = bytes.fromhex(hex_photo)
-    photo = photo_upload(project=project, challenge=challenge, label_name=seed["labels"][i % 2],
-                         upload=io.BytesIO(data), size=len(data), volunteer=volunteers[i % len(volunteers)]).photo
+    photo = photo_upload(new=NewPhoto(project=project, challenge=challenge, label_name=seed["labels"][i % 2],
+                         upload=io.BytesIO(data), size=len(data), volunteer=volunteers[i % len(volunteers)])).photo
     photo_moderate(photo=photo, moderator=staff, approve=True)
     if i % 2 == 0:
         photo_feature(photo=photo, featured=True, moderator=staff)

@@ -5,7 +5,7 @@ Usage: .venv/bin/python bench/embedded_broker.py [--tasks 2000] [--cap 120] [--f
 For each broker, in one run: a throwaway SQLite deployment in a temporary folder with
 ``--tasks`` photos whose follow-ups are pending; one Celery worker as scripts/run starts it
 (queues light,training, concurrency 1, the platform's settings); then the burst: one process
-queues ``submissions.tasks.photo_score_with_current_model`` for every photo (the real upload
+queues ``training.tasks.photo_score_with_current_model`` for every photo (the real upload
 follow-up task, through the real publish path; no model is published, so each task loads its
 row, finds nothing to score with and clears the pending flag: the cheapest real follow-up,
 what is measured is the broker). The drain time runs from the first task queued to the last
@@ -53,7 +53,7 @@ Photo.objects.bulk_create([
 ENQUEUE = """
 import time
 from submissions.models import Photo
-from submissions.tasks import photo_score_with_current_model
+from training.tasks import photo_score_with_current_model
 
 ids = list(Photo.objects.filter(followups_pending=True).values_list("id", flat=True))
 started = time.time()

@@ -131,16 +131,16 @@ def world(db, hymenoptera, volunteer, staff, challenge, make_version, settings) 
     from mobile_api.auth import key_generate
     from mobile_api.models import AppKey
     from mobile_api.services import channel_defaults_ensure, release_promote
-    from submissions.services import photo_upload
+    from submissions.services import NewPhoto, photo_upload
 
     project = challenge.project
     photos = sorted((hymenoptera / "train" / "ants").glob("*.jpg"))[:40]
     uploaded = []
     for path in photos[:2]:
-        uploaded.append(photo_upload(
+        uploaded.append(photo_upload(new=NewPhoto(
             project=project, challenge=challenge, label_name="ants", upload=io.BytesIO(path.read_bytes()),
             size=path.stat().st_size, volunteer=volunteer,
-        ).photo)
+        )).photo)
     version = make_version(project, 1, files={("onnx", "fp32"): b"onnx model v1" * 500,
                                               ("pte", "fp32"): b"pte model v1" * 500})
     channels = {c.name: c for c in channel_defaults_ensure(project=project)}

@@ -37,7 +37,7 @@ from django.utils import timezone
 from challenges.models import Label, Project
 from common.errors import Conflict, DomainError, ValidationFailed
 from submissions.models import Photo
-from submissions.services import ImportedPhoto, photo_moderate, photo_upload
+from submissions.services import ImportedPhoto, NewPhoto, photo_moderate, photo_upload
 from training.ml.pipeline import split_for
 from training.snapshots import dataset_snapshot_create, dataset_split_keys
 
@@ -274,11 +274,11 @@ def dataset_import(
                 continue
             data = reader.read(entry["path"])
             try:
-                photo = photo_upload(
+                photo = photo_upload(new=NewPhoto(
                     project=project, label_name=entry["label"], upload=io.BytesIO(data), size=len(data),
                     volunteer=None, source=Photo.Source.IMPORT, status=Photo.Status.PENDING,
                     imported=ImportedPhoto(public_id=uuid.UUID(entry["photo"]), split_key=entry["split_key"]),
-                ).photo
+                )).photo
             except Conflict:
                 result.duplicate += 1
                 continue

@@ -10,7 +10,7 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.core.files.uploadedfile import SimpleUploadedFile, UploadedFile
 from django.db.models import Count, Q
-from django.http import HttpRequest
+from django.http import FileResponse, HttpRequest
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
@@ -19,6 +19,7 @@ from challenges.models import Challenge, Label, Project
 from challenges.selectors import challenge_calendar_month
 from common.errors import DomainError
 from common.images import image_sanitize
+from training.portability import dataset_export_file
 
 
 class LabelForm(forms.ModelForm):
@@ -73,10 +74,6 @@ class ProjectAdmin(admin.ModelAdmin):
     @admin.action(description="Export approved data set (.zip)", permissions=["view"])
     def export_dataset(self, request: HttpRequest, queryset):
         """Download one project's approved photos and manifest (no volunteer names), as dataset_export writes it."""
-        from django.http import FileResponse
-
-        from training.portability import dataset_export_file  # training sits above challenges
-
         if queryset.count() != 1:
             self.message_user(request, "Choose exactly one project to export.", level=messages.ERROR)
             return None

@@ -17,6 +17,7 @@ from challenges.selectors import (
     project_today,
 )
 from common.errors import NotFound, ValidationFailed
+from training.selectors import model_version_latest_metrics
 
 
 _VARIETY = (
@@ -90,7 +91,7 @@ def challenge_need_for(*, project: Project) -> ChallengeNeed:
             ),
         )
 
-    metrics = _latest_metrics(project=project)
+    metrics = model_version_latest_metrics(project=project)
     version_name = f"model v{metrics['version']}" if metrics else ""
 
     weakest = _weakest_label(metrics=metrics, by_name=by_name)
@@ -151,17 +152,6 @@ def challenge_assert_open(*, challenge: Challenge, now: dt.datetime | None = Non
 
 def _words(name: str) -> str:
     return name.replace("-", " ").replace("_", " ")
-
-
-def _latest_metrics(*, project: Project) -> dict | None:
-    """The holdout metrics of the project's newest published version (with its number)."""
-    # Imported here: the training app depends on challenges, not the other way round.
-    from training.models import ModelVersion
-
-    version = ModelVersion.objects.filter(project=project).order_by("-version").only("version", "metrics").first()
-    if version is None or not isinstance(version.metrics, dict):
-        return None
-    return {**version.metrics, "version": version.version}
 
 
 def _weakest_label(*, metrics: dict | None, by_name: dict[str, Label]) -> tuple[Label, float] | None:

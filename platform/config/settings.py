@@ -438,7 +438,7 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": crontab.from_string(PLATFORM_NIGHTLY_CRON),
     },
     "photo-followups-resume": {
-        "task": "submissions.tasks.photo_followups_resume",
+        "task": "training.tasks.photo_followups_resume",
         "schedule": float(PLATFORM_FOLLOWUPS_RESUME_EVERY_SECONDS),
         # Ticks sent while no light worker runs are dropped, not piled up.
         "options": {"expires": float(PLATFORM_FOLLOWUPS_RESUME_EVERY_SECONDS)},

@@ -16,6 +16,8 @@ from challenges.models import Project
 from challenges.selectors import project_today
 from common.errors import ValidationFailed
 from leaderboards.models import ALL_TIME_START, LeaderboardFlag, ScoreTotal
+from submissions.models import Photo
+from training.selectors import model_version_photo_splits
 
 PERIODS = tuple(ScoreTotal.Period.values)
 
@@ -145,30 +147,16 @@ def volunteer_impact(*, volunteer: AbstractBaseUser) -> list[ImpactRow]:
     """How many of the volunteer's photos each published model version learned from or was tested on.
 
     Two queries: the volunteer's photo ids, and the versions (with their snapshot
-    manifests) of the projects the volunteer contributed to.
+    manifests) of the projects the volunteer contributed to (``training.selectors``).
     """
-    from submissions.models import Photo
-    from training.models import ModelVersion
-
     mine = {str(public_id) for public_id in Photo.objects.filter(volunteer=volunteer).values_list("public_id", flat=True)}
     if not mine:
         return []
-    versions = (
-        ModelVersion.objects.filter(project__in=Photo.objects.filter(volunteer=volunteer).values("project_id"))
-        .select_related("project", "snapshot")
-        .only("version", "created_at", "project__slug", "snapshot__manifest")
-        .order_by("project__slug", "-version")
+    splits = model_version_photo_splits(
+        photo_ids=mine, project_ids=Photo.objects.filter(volunteer=volunteer).values("project_id")
     )
-    rows = []
-    for version in versions:
-        counts = {"train": 0, "holdout": 0}
-        for entry in version.snapshot.manifest.get("photos", []):
-            if entry.get("photo") in mine and entry.get("split") in counts:
-                counts[entry["split"]] += 1
-        rows.append(
-            ImpactRow(
-                model=version.project.slug, version=version.version, created_at=version.created_at,
-                photos_in_training=counts["train"], photos_in_holdout=counts["holdout"],
-            )
-        )
-    return rows
+    return [
+        ImpactRow(model=split.model, version=split.version, created_at=split.created_at,
+                  photos_in_training=split.train, photos_in_holdout=split.holdout)
+        for split in splits
+    ]

@@ -15,8 +15,7 @@ from django.utils import timezone
 
 from challenges.models import Project
 from submissions.models import Photo
-from training.models import ModelVersion
-from training.release_notes import ReleaseNotes, release_notes_build
+from training.selectors import ProjectRelease, model_version_latest_releases
 
 FEATURED_LIMIT = 6
 MOVERS_LIMIT = 5
@@ -101,26 +100,9 @@ def newsletter_movers(*, week_start: dt.date, limit: int = MOVERS_LIMIT) -> list
     return movers[:limit]
 
 
-@dataclass(frozen=True)
-class ProjectRelease:
-    project: Project
-    version: ModelVersion
-    previous: ModelVersion | None
-    notes: ReleaseNotes
-
-
 def newsletter_release_notes() -> list[ProjectRelease]:
     """For each active project with a model: its newest version compared with the one before."""
-    releases = []
-    for project in Project.objects.filter(is_active=True).order_by("slug"):
-        versions = list(ModelVersion.objects.filter(project=project).order_by("-version")[:2])
-        if not versions:
-            continue
-        latest = versions[0]
-        previous = versions[1] if len(versions) > 1 else None
-        notes = release_notes_build(metrics=latest.metrics, previous_metrics=previous.metrics if previous else None)
-        releases.append(ProjectRelease(project=project, version=latest, previous=previous, notes=notes))
-    return releases
+    return model_version_latest_releases(projects=Project.objects.filter(is_active=True).order_by("slug"))
 
 
 def newsletter_subscriber_list() -> QuerySet:

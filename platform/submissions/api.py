@@ -20,7 +20,7 @@ from submissions.filters import ModerationPhotoFilter, PhotoFilter
 from submissions.models import Photo
 from submissions.opinion import photo_model_opinion, photo_next_step, photo_review_time
 from submissions.selectors import photo_get_for_volunteer, photo_list_for_moderation, photo_list_for_volunteer
-from submissions.services import photo_delete, photo_moderate, photo_upload
+from submissions.services import NewPhoto, photo_delete, photo_moderate, photo_upload
 from submissions.signed_urls import photo_copy_url
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -151,12 +151,8 @@ class PhotoListCreateApi(ListAPIView):
         challenge = get_object_or_404(Challenge.objects.select_related("project"), pk=data.validated_data["challenge"])
         image = data.validated_data["image"]
         result = photo_upload(
-            project=challenge.project,
-            challenge=challenge,
-            label_name=data.validated_data["label"],
-            upload=image,
-            size=image.size,
-            volunteer=request.user,
+            new=NewPhoto(project=challenge.project, challenge=challenge, label_name=data.validated_data["label"],
+                         upload=image, size=image.size, volunteer=request.user),
             idempotency_key=key,
         )
         headers = {"Idempotent-Replayed": "true"} if result.replayed else None

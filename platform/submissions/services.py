@@ -70,6 +70,33 @@ class ImportedPhoto:
     split_key: str
 
 
+@dataclass(frozen=True)
+class NewPhoto:
+    """A photo as it arrives: its bytes, where it goes, who sent it and in what role.
+
+    ``max_bytes`` overrides PLATFORM_UPLOAD_MAX_BYTES (app feedback has its own limit);
+    ``app`` records which app sent the photo and what its model predicted; ``imported`` keeps a
+    data set export's photo as it was (its public id, split key and exact bytes).
+    """
+
+    project: Project
+    label_name: str
+    upload: BinaryIO
+    size: int
+    volunteer: AbstractBaseUser | None = None
+    challenge: Challenge | None = None
+    source: str = Photo.Source.VOLUNTEER
+    status: str = Photo.Status.PENDING
+    max_bytes: int | None = None
+    app: AppFeedback | None = None
+    imported: ImportedPhoto | None = None
+
+    @property
+    def from_volunteer(self) -> bool:
+        """A volunteer's own photo: challenge window, daily quota and follow-ups apply."""
+        return self.volunteer is not None and self.source == Photo.Source.VOLUNTEER
+
+
 def photo_create(
     *,
     project: Project,
@@ -83,26 +110,12 @@ def photo_create(
 ) -> Photo:
     """Validate, sanitize and store one photo; return its new row (see photo_upload)."""
     return photo_upload(
-        project=project, label_name=label_name, upload=upload, size=size, volunteer=volunteer,
-        challenge=challenge, source=source, status=status,
+        new=NewPhoto(project=project, label_name=label_name, upload=upload, size=size, volunteer=volunteer,
+                     challenge=challenge, source=source, status=status),
     ).photo
 
 
-def photo_upload(
-    *,
-    project: Project,
-    label_name: str,
-    upload: BinaryIO,
-    size: int,
-    volunteer: AbstractBaseUser | None,
-    challenge: Challenge | None = None,
-    source: str = Photo.Source.VOLUNTEER,
-    status: str = Photo.Status.PENDING,
-    idempotency_key: str | None = None,
-    max_bytes: int | None = None,
-    app: AppFeedback | None = None,
-    imported: ImportedPhoto | None = None,
-) -> PhotoUpload:
+def photo_upload(*, new: NewPhoto, idempotency_key: str | None = None) -> PhotoUpload:
     """Validate, sanitize and store one photo with its display copy and thumbnail.
 
     Either all three objects in storage and the row exist afterwards, or none does.
@@ -110,66 +123,17 @@ def photo_upload(
     first photo (replayed=True) instead of a second one or a duplicate error; the same key
     with another file, challenge or label is refused (422 idempotency_key_reused).
     An exact duplicate is refused (409); a near duplicate is accepted and flagged.
-    ``max_bytes`` overrides PLATFORM_UPLOAD_MAX_BYTES (app feedback has its own limit);
-    ``app`` records which app sent the photo and what its model predicted.
-    ``imported`` keeps a data set export's photo as it was: its public id, its split key and
-    its exact bytes (only a clean stored copy is accepted, since re-encoding changes the hash).
+    An imported photo is accepted only as the clean stored copy an export wrote (re-encoding
+    would change its hash). After the commit, a volunteer's photo starts its follow-ups.
     """
     if idempotency_key is not None:
-        if volunteer is None:
-            raise ValidationFailed("An Idempotency-Key needs a volunteer.", code="invalid_idempotency_key")
         # Cheap path first: a retry is answered from the key without decoding anything.
-        replay = _idempotent_replay(
-            volunteer=volunteer, key=idempotency_key, upload_sha256=upload_digest(upload),
-            challenge=challenge, label_name=label_name,
-        )
+        replay = _upload_replay(new=new, key=idempotency_key)
         if replay is not None:
             return PhotoUpload(photo=replay, replayed=True)
-    label = _label_for(project=project, challenge=challenge, label_name=label_name)
-    from_volunteer = volunteer is not None and source == Photo.Source.VOLUNTEER
-    if from_volunteer:
-        if challenge is not None:
-            challenge_assert_open(challenge=challenge)
-        _enforce_daily_quota(project=project, volunteer=volunteer)
-    sanitized = image_sanitize(
-        upload=upload,
-        size=size,
-        max_bytes=settings.PLATFORM_UPLOAD_MAX_BYTES if max_bytes is None else max_bytes,
-        max_pixels=settings.PLATFORM_UPLOAD_MAX_PIXELS,
-        keep_clean_jpeg=imported is not None,
-    )
-    if imported is not None and sanitized.sha256 != sanitized.upload_sha256:
-        raise ValidationFailed(
-            "Not a stored copy as a data set export writes it (a metadata-free JPEG at its stored size).",
-            code="not_a_stored_copy",
-        )
-    _refuse_exact_duplicate(project=project, sanitized=sanitized)
-
-    photo = Photo(
-        project=project,
-        label=label,
-        challenge=challenge,
-        volunteer=volunteer,
-        source=source,
-        status=status,
-        width=sanitized.width,
-        height=sanitized.height,
-        source_format=sanitized.source_format,
-        upload_sha256=sanitized.upload_sha256,
-        sha256=sanitized.sha256,
-        phash=sanitized.phash,
-        near_duplicate_of_id=_near_duplicate_of(project=project, phash=sanitized.phash),
-        # Committed with the row: a follow-up the broker loses is re-queued from here.
-        followups_pending=from_volunteer,
-    )
-    if app is not None:
-        photo.app_key_id = app.app_key_id
-        photo.app_name = app.app_name
-        photo.predicted_label = app.predicted_label
-        photo.model_version = app.model_version
-    if imported is not None:
-        photo.public_id = imported.public_id
-        photo.split_key = imported.split_key
+    label = _upload_admit(new=new)
+    sanitized = _upload_sanitize(new=new)
+    photo = _photo_build(new=new, label=label, sanitized=sanitized)
     names = _storage_save_all(
         [
             (photo_upload_to(photo, sanitized.content_extension), sanitized.content),
@@ -178,32 +142,107 @@ def photo_upload(
         ]
     )
     photo.image.name, photo.display_image.name, photo.thumbnail.name = names
+    result = _photo_commit(new=new, photo=photo, names=names, sanitized=sanitized, idempotency_key=idempotency_key)
+    if new.from_volunteer and not result.replayed:
+        transaction.on_commit(lambda: photo_followups_start(photo=photo))
+    return result
+
+
+def _upload_replay(*, new: NewPhoto, key: str, upload_sha256: str | None = None) -> Photo | None:
+    """The photo an earlier request with this Idempotency-Key created (same volunteer), or None.
+
+    ``upload_sha256`` defaults to the digest of the bytes as sent (read without decoding them).
+    """
+    if new.volunteer is None:
+        raise ValidationFailed("An Idempotency-Key needs a volunteer.", code="invalid_idempotency_key")
+    return _idempotent_replay(
+        volunteer=new.volunteer, key=key, upload_sha256=upload_sha256 or upload_digest(new.upload),
+        challenge=new.challenge, label_name=new.label_name,
+    )
+
+
+def _upload_admit(*, new: NewPhoto) -> Label:
+    """The photo's label; a volunteer's photo also needs an open challenge and room in the daily quota."""
+    label = _label_for(project=new.project, challenge=new.challenge, label_name=new.label_name)
+    if new.from_volunteer:
+        if new.challenge is not None:
+            challenge_assert_open(challenge=new.challenge)
+        _enforce_daily_quota(project=new.project, volunteer=new.volunteer)
+    return label
+
+
+def _upload_sanitize(*, new: NewPhoto) -> SanitizedImage:
+    """Decode and re-encode the bytes without metadata; refuse exact duplicates and unclean imports."""
+    sanitized = image_sanitize(
+        upload=new.upload,
+        size=new.size,
+        max_bytes=settings.PLATFORM_UPLOAD_MAX_BYTES if new.max_bytes is None else new.max_bytes,
+        max_pixels=settings.PLATFORM_UPLOAD_MAX_PIXELS,
+        keep_clean_jpeg=new.imported is not None,
+    )
+    if new.imported is not None and sanitized.sha256 != sanitized.upload_sha256:
+        raise ValidationFailed(
+            "Not a stored copy as a data set export writes it (a metadata-free JPEG at its stored size).",
+            code="not_a_stored_copy",
+        )
+    _refuse_exact_duplicate(project=new.project, sanitized=sanitized)
+    return sanitized
+
+
+def _photo_build(*, new: NewPhoto, label: Label, sanitized: SanitizedImage) -> Photo:
+    """The photo's row, not saved yet: hashes, size, near-duplicate link and where it came from."""
+    photo = Photo(
+        project=new.project,
+        label=label,
+        challenge=new.challenge,
+        volunteer=new.volunteer,
+        source=new.source,
+        status=new.status,
+        width=sanitized.width,
+        height=sanitized.height,
+        source_format=sanitized.source_format,
+        upload_sha256=sanitized.upload_sha256,
+        sha256=sanitized.sha256,
+        phash=sanitized.phash,
+        near_duplicate_of_id=_near_duplicate_of(project=new.project, phash=sanitized.phash),
+        # Committed with the row: a follow-up the broker loses is re-queued from here.
+        followups_pending=new.from_volunteer,
+    )
+    if new.app is not None:
+        photo.app_key_id = new.app.app_key_id
+        photo.app_name = new.app.app_name
+        photo.predicted_label = new.app.predicted_label
+        photo.model_version = new.app.model_version
+    if new.imported is not None:
+        photo.public_id = new.imported.public_id
+        photo.split_key = new.imported.split_key
+    return photo
+
+
+def _photo_commit(
+    *, new: NewPhoto, photo: Photo, names: list[str], sanitized: SanitizedImage, idempotency_key: str | None
+) -> PhotoUpload:
+    """Save the row (and its Idempotency-Key); on any failure remove the stored objects.
+
+    A concurrent request that won a race (the same key, or the same bytes) is answered as if it
+    had come first: its photo replayed, or the duplicate refused.
+    """
     try:
         with transaction.atomic():
             photo.save()
             if idempotency_key is not None:
-                UploadIdempotencyKey.objects.create(volunteer=volunteer, key=idempotency_key, photo=photo)
+                UploadIdempotencyKey.objects.create(volunteer=new.volunteer, key=idempotency_key, photo=photo)
     except IntegrityError:
         _storage_delete(names)
-        # A concurrent request won a race: the same key (a client retrying before the
-        # first answer arrived) or the same bytes. Answer as if it had come first.
         if idempotency_key is not None:
-            replay = _idempotent_replay(
-                volunteer=volunteer, key=idempotency_key, upload_sha256=sanitized.upload_sha256,
-                challenge=challenge, label_name=label_name,
-            )
+            replay = _upload_replay(new=new, key=idempotency_key, upload_sha256=sanitized.upload_sha256)
             if replay is not None:
                 return PhotoUpload(photo=replay, replayed=True)
-        _refuse_exact_duplicate(project=project, sanitized=sanitized)
+        _refuse_exact_duplicate(project=new.project, sanitized=sanitized)
         raise
     except BaseException:
         _storage_delete(names)
         raise
-    if from_volunteer:
-        # moderation imports this module (it moderates through photo_moderate).
-        from submissions.moderation import photo_followups_enqueue
-
-        transaction.on_commit(lambda: photo_followups_enqueue(photo=photo))
     return PhotoUpload(photo=photo)
 
 
@@ -221,9 +260,9 @@ def photo_feedback_create(
     it disagrees with the label by definition. It enters training only once approved.
     """
     return photo_upload(
-        project=project, label_name=label_name, upload=upload, size=size, volunteer=None,
-        source=Photo.Source.APP, status=Photo.Status.PENDING,
-        max_bytes=settings.PLATFORM_FEEDBACK_MAX_BYTES, app=app,
+        new=NewPhoto(project=project, label_name=label_name, upload=upload, size=size, volunteer=None,
+                     source=Photo.Source.APP, status=Photo.Status.PENDING,
+                     max_bytes=settings.PLATFORM_FEEDBACK_MAX_BYTES, app=app),
     ).photo
 
 
@@ -291,6 +330,79 @@ def photo_reopen(*, photo: Photo, moderator: AbstractBaseUser) -> Photo:
         photo.save(update_fields=["status", "reject_reason", "moderated_by", "moderated_at", "updated_at"])
         score_photo_moderated(photo=photo, previous_status=previous_status)
     return photo
+
+
+# --- upload follow-ups --------------------------------------------------------------------
+
+# Sent after the commit of an upload or a relabel (photo_id): the photo waits for the current
+# model's score. Training listens (``training.tasks``, connected in its AppConfig.ready) and
+# queues the scoring on the light queue; the photo stays ``followups_pending`` until it ran, so
+# what the broker loses is queued again from the database.
+photo_followups_due = Signal()
+
+
+def photo_followups_start(*, photo: Photo) -> None:
+    """After an upload commits: flag suspicious volume now, and announce that the photo awaits its score.
+
+    Meant for ``transaction.on_commit``. Nothing here may fail an upload that already succeeded,
+    so errors are logged, not raised: the photo stays ``followups_pending`` and is queued again.
+    """
+    try:
+        photo_flag_suspicious_volume(photo=photo)
+    except Exception:  # a follow-up; the upload itself already succeeded
+        logger.exception("suspicious-volume check failed for photo %s", photo.pk)
+    photo_followups_announce(photo_id=photo.pk)
+
+
+def photo_followups_announce(*, photo_id: int) -> None:
+    """Send ``photo_followups_due`` for a committed photo; a listener's error is logged, never raised."""
+    for receiver, result in photo_followups_due.send_robust(sender=Photo, photo_id=photo_id):
+        if isinstance(result, Exception):
+            logger.error("follow-up listener %s failed for photo %s: %r; it stays pending",
+                         getattr(receiver, "__qualname__", receiver), photo_id, result)
+
+
+def photo_flag_suspicious_volume(*, photo: Photo) -> bool:
+    """Flag the photo when its volunteer sent more than the hourly limit in the hour up to it.
+
+    The limit is ``PLATFORM_SUSPICIOUS_UPLOADS_PER_HOUR`` (default 60). Returns the flag.
+    """
+    if photo.volunteer_id is None:
+        return False
+    limit = settings.PLATFORM_SUSPICIOUS_UPLOADS_PER_HOUR
+    until = photo.created_at or timezone.now()
+    recent = Photo.objects.filter(
+        volunteer_id=photo.volunteer_id, created_at__gt=until - dt.timedelta(hours=1), created_at__lte=until
+    ).count()
+    if recent <= limit:
+        return False
+    if not photo.flag_suspicious_volume:
+        photo.flag_suspicious_volume = True
+        # update(): a moderator may be editing the row; touch only the flag.
+        Photo.objects.filter(pk=photo.pk).update(flag_suspicious_volume=True)
+    return True
+
+
+def photo_model_score_save(*, photo: Photo, confidence: float, top_label: str, top_confidence: float) -> None:
+    """Record the current model's score of a photo and set the disagreement flag.
+
+    ``confidence`` is the model's probability for the claimed label; below
+    ``PLATFORM_MODEL_DISAGREEMENT_THRESHOLD`` (default 0.2) the photo is flagged "model disagrees".
+    """
+    photo.model_confidence = confidence
+    photo.model_top_label, photo.model_top_confidence = top_label, top_confidence
+    photo.flag_model_disagreement = confidence < settings.PLATFORM_MODEL_DISAGREEMENT_THRESHOLD
+    # update(): touch only the score, never a moderator's concurrent decision; and only if
+    # the label is still the one scored (a relabel in between re-queues its own scoring).
+    Photo.objects.filter(pk=photo.pk, label_id=photo.label_id).update(
+        model_confidence=photo.model_confidence, flag_model_disagreement=photo.flag_model_disagreement,
+        model_top_label=photo.model_top_label, model_top_confidence=photo.model_top_confidence,
+    )
+
+
+def photo_followups_done(*, photo: Photo) -> None:
+    """Mark a photo's follow-ups done, for the label that was scored (a relabel since keeps it pending)."""
+    Photo.objects.filter(pk=photo.pk, label_id=photo.label_id).update(followups_pending=False)
 
 
 def _label_for(*, project: Project, challenge: Challenge | None, label_name: str) -> Label:

@@ -18,8 +18,7 @@ from common.errors import Conflict, DomainError, NotFound
 from leaderboards.models import PointsEntry
 from leaderboards.services import points_entry_add
 from submissions.models import Photo
-from submissions.moderation import photo_flag_suspicious_volume
-from submissions.services import photo_moderate, photo_reopen
+from submissions.services import photo_flag_suspicious_volume, photo_moderate, photo_reopen
 from verification.models import VerificationDecision, VerificationTask
 from verification.selectors import (
     decision_active_for,

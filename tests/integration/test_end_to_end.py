@@ -220,7 +220,7 @@ def test_photo_to_published_model_to_app(celery_workers, services, api, staff_ap
 
     # Each task ran on the worker of its queue: scaling out is more of these processes.
     light, training = celery_workers["light"], celery_workers["training"]
-    assert light.task_names() == {"submissions.tasks.photo_score_with_current_model",
+    assert light.task_names() == {"training.tasks.photo_score_with_current_model",
                                   "training.tasks.nightly_training_enqueue", "mobile_api.tasks.version_distribute"}
     assert training.task_names() == {"training.tasks.training_run_nightly"}
     assert int(run.worker.rsplit(":", 1)[1]) in training.children()

@@ -87,7 +87,7 @@ def test_uploads_during_a_redis_outage_are_accepted_and_scored_once_it_is_back(
         assert photo.model_confidence is not None
         assert photo.flag_model_disagreement == (photo.model_confidence < 0.2)
     assert {round(photo.model_confidence) for photo in photos} == {0, 1}
-    scorings = _succeeded(worker, "submissions.tasks.photo_score_with_current_model[") - 1  # minus the one before
+    scorings = _succeeded(worker, "training.tasks.photo_score_with_current_model[") - 1  # minus the one before
     assert scorings >= n
     assert "Sending due task photo-followups-resume" in beat.log()
     fault_report.add(

@@ -36,7 +36,7 @@ def test_queue_depths_on_redis(redis_broker):
     assert broker_queue_depths() == {"light": 0, "training": 0}
     with app.connection_for_write() as conn:
         for photo_id in (1, 2, 3):
-            app.send_task("submissions.tasks.photo_score_with_current_model", args=[photo_id], connection=conn)
+            app.send_task("training.tasks.photo_score_with_current_model", args=[photo_id], connection=conn)
         for project_id in (1, 2):
             app.send_task("training.tasks.training_run_nightly", args=[project_id, "2026-01-01"], connection=conn)
     assert broker_queue_depths() == {"light": 3, "training": 2}

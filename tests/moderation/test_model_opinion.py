@@ -5,20 +5,19 @@ import pytest
 from django.utils import timezone
 
 from submissions.opinion import photo_model_opinion, photo_next_step, photo_review_time
-from submissions.tasks import photo_score_with_current_model
 from tests.moderation.test_scoring import BLUE, RED, publish, red_blue_classifier
 from tests.pages.builders import make_photo
+from training import scoring
+from training.tasks import photo_score_with_current_model
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture(autouse=True)
 def _fresh_sessions():
-    from submissions import moderation
-
-    moderation._SESSIONS.clear()
+    scoring.SESSIONS.clear()
     yield
-    moderation._SESSIONS.clear()
+    scoring.SESSIONS.clear()
 
 
 def test_the_scoring_keeps_the_models_top_label_and_the_api_words_it(project, photo_factory, volunteer_api):

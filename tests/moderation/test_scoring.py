@@ -11,11 +11,12 @@ import pytest
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 
-from submissions import moderation
 from submissions.models import Photo
-from submissions.tasks import photo_score_with_current_model
+from submissions.services import photo_followups_start
+from training import scoring
 from training.ml.config import Preprocessing
 from training.models import DatasetSnapshot, ModelArtifact, ModelVersion, TrainingRun
+from training.tasks import photo_score_with_current_model
 
 pytestmark = pytest.mark.django_db
 
@@ -77,9 +78,9 @@ def publish(project, number: int, payload: bytes) -> ModelVersion:
 
 @pytest.fixture(autouse=True)
 def _fresh_sessions():
-    moderation._SESSIONS.clear()
+    scoring.SESSIONS.clear()
     yield
-    moderation._SESSIONS.clear()
+    scoring.SESSIONS.clear()
 
 
 def test_the_model_agrees_with_a_red_ant_and_disagrees_with_a_blue_one(project, photo_factory):
@@ -95,7 +96,7 @@ def test_the_model_agrees_with_a_red_ant_and_disagrees_with_a_blue_one(project, 
     assert red_ant.model_confidence > 0.99 and not red_ant.flag_model_disagreement
     assert blue_ant.model_confidence < 0.01 and blue_ant.flag_model_disagreement
     # One session for both photos: cached by the artifact's sha256.
-    assert len(moderation._SESSIONS) == 1
+    assert len(scoring.SESSIONS.keys()) == 1
 
 
 def test_the_threshold_is_a_setting(project, photo_factory, settings):
@@ -113,7 +114,7 @@ def test_the_latest_published_version_scores(project, photo_factory):
     photo = photo_factory(label="bees", color=BLUE)
     photo_score_with_current_model(photo.pk)
     latest = ModelArtifact.objects.get(version__version=2)
-    assert list(moderation._SESSIONS) == [latest.sha256]
+    assert scoring.SESSIONS.keys() == [(latest.sha256, 1)]
 
 
 def test_without_a_published_model_nothing_is_scored(project, photo_factory):
@@ -138,7 +139,7 @@ def test_followups_flag_volume_and_score(project, photo_factory, settings):
     photo_factory(label="ants", color=RED)
     photo = photo_factory(label="ants", color=BLUE)
 
-    moderation.photo_followups_enqueue(photo=photo)
+    photo_followups_start(photo=photo)
 
     photo.refresh_from_db()
     assert photo.flag_suspicious_volume and photo.flag_model_disagreement
@@ -147,7 +148,7 @@ def test_followups_flag_volume_and_score(project, photo_factory, settings):
 def test_scoring_never_imports_torch():
     root = Path(__file__).resolve().parents[2]
     code = (
-        "import sys, django; django.setup(); import submissions.tasks, submissions.moderation, "
+        "import sys, django; django.setup(); import training.tasks, training.scoring, submissions.moderation, "
         "training.ml.inference, training.ml.images, training.ml.config; "
         "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('torch'))"
     )

@@ -9,10 +9,10 @@ from submissions.models import Photo
 from submissions.moderation import (
     photo_approve_many,
     photo_feature,
-    photo_flag_suspicious_volume,
     photo_reject_many,
     photo_relabel,
 )
+from submissions.services import photo_flag_suspicious_volume
 from tests.factories import LabelFactory, ProjectFactory
 
 pytestmark = pytest.mark.django_db

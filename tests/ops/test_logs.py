@@ -10,7 +10,7 @@ from django.utils.log import configure_logging
 from rest_framework.authtoken.models import Token
 
 from mobile_api.services import app_key_create
-from submissions.tasks import photo_score_with_current_model
+from training.tasks import photo_score_with_current_model
 
 pytestmark = pytest.mark.django_db
 
@@ -64,6 +64,6 @@ def test_an_unsubscribe_token_in_the_path_is_not_logged(client, json_log):
 
 def test_task_lines_carry_the_task_name_and_id(json_log):
     photo_score_with_current_model.delay(10**9)  # eager here; a deleted photo logs and returns
-    line = next(line for line in json_log() if line["logger"] == "submissions.tasks")
-    assert line["task_name"] == "submissions.tasks.photo_score_with_current_model"
+    line = next(line for line in json_log() if line["logger"] == "training.tasks")
+    assert line["task_name"] == "training.tasks.photo_score_with_current_model"
     assert line["task_id"] and "request_id" not in line

@@ -18,14 +18,14 @@ pytestmark = pytest.mark.django_db
 
 def test_queue_depths_count_what_waits_on_the_filesystem_broker(enqueue):
     assert broker_queue_depths() == {"light": 0, "training": 0}
-    enqueue("submissions.tasks.photo_score_with_current_model", 1)
-    enqueue("submissions.tasks.photo_score_with_current_model", 2)
+    enqueue("training.tasks.photo_score_with_current_model", 1)
+    enqueue("training.tasks.photo_score_with_current_model", 2)
     enqueue("training.tasks.training_run_nightly", 1, "2026-01-01")  # routed to "training"
     assert broker_queue_depths() == {"light": 2, "training": 1}
 
 
 def test_staff_see_the_figures_of_real_rows(client, project, enqueue):
-    enqueue("submissions.tasks.photo_score_with_current_model", 1)
+    enqueue("training.tasks.photo_score_with_current_model", 1)
     TrainingRun.objects.create(project=project, night=dt.date(2026, 3, 1), trigger=TrainingRun.Trigger.NIGHTLY,
                                status=TrainingRun.Status.SUCCEEDED, finished_at=timezone.now())
     TrainingRun.objects.create(project=project, night=dt.date(2026, 3, 2), trigger=TrainingRun.Trigger.NIGHTLY,
@@ -92,7 +92,7 @@ def _queue_row(page: str, name: str) -> str:
 def test_a_growing_queue_turns_warning_then_critical(client, enqueue, settings, waiting, level):
     settings.PLATFORM_OPS_QUEUE_WARNING, settings.PLATFORM_OPS_QUEUE_CRITICAL = 3, 6
     for photo in range(waiting):
-        enqueue("submissions.tasks.photo_score_with_current_model", photo)
+        enqueue("training.tasks.photo_score_with_current_model", photo)
     client.force_login(UserFactory(is_staff=True))
 
     page = client.get("/admin/ops/").content.decode()

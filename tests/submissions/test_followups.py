@@ -12,7 +12,8 @@ from django.utils import timezone
 
 from submissions import moderation
 from submissions.models import Photo
-from submissions.tasks import photo_followups_resume
+from training import scoring
+from training.tasks import photo_followups_resume
 from tests.conftest import jpeg_bytes
 from tests.moderation.conftest import make_photo
 from tests.moderation.test_scoring import BLUE, RED, publish, red_blue_classifier
@@ -23,9 +24,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(autouse=True)
 def _fresh_sessions():
-    moderation._SESSIONS.clear()
+    scoring.SESSIONS.clear()
     yield
-    moderation._SESSIONS.clear()
+    scoring.SESSIONS.clear()
 
 
 def _upload(client, challenge, color) -> Photo:
@@ -86,7 +87,7 @@ def test_a_backlog_behind_a_slow_worker_is_queued_again_once_per_period(
         photo = _upload(volunteer_api, challenge, RED)
     _age(photo, 61)
     queued = []  # the broker: accepts the task, the (busy) worker has not run it yet
-    monkeypatch.setattr("submissions.tasks.photo_score_with_current_model.delay", queued.append)
+    monkeypatch.setattr("training.tasks.photo_score_with_current_model.delay", queued.append)
 
     assert photo_followups_resume.delay().get() == 1
     # The next run, a minute later, finds it still pending but queued only just now: not again.
@@ -101,7 +102,7 @@ def test_history_imports_and_hopeless_photos_are_not_rescored(project, settings)
     historic = make_photo(project=project)  # rows before the migration, imports, app feedback
     hopeless = make_photo(project=project, followups_pending=True)  # its scoring failed for a day
     _age(historic, 3600)
-    _age(hopeless, (moderation.FOLLOWUPS_RESUME_GIVE_UP_AFTER + dt.timedelta(minutes=1)).total_seconds())
+    _age(hopeless, (scoring.FOLLOWUPS_RESUME_GIVE_UP_AFTER + dt.timedelta(minutes=1)).total_seconds())
 
     assert photo_followups_resume.delay().get() == 0
     assert Photo.objects.filter(followups_pending=True).get() == hopeless
@@ -138,8 +139,8 @@ def test_an_enqueue_gives_up_quickly_when_the_broker_hangs(tmp_path):
         port = silent.getsockname()[1]
         code = (
             "import time, django; django.setup()\n"
-            "from submissions.moderation import _score_later\n"
-            "start = time.monotonic(); _score_later(photo_id=1); _score_later(photo_id=2)\n"
+            "from submissions.services import photo_followups_announce as announce\n"
+            "start = time.monotonic(); announce(photo_id=1); announce(photo_id=2)\n"
             "print(time.monotonic() - start)\n"
         )
         started = time.monotonic()

@@ -1,6 +1,7 @@
-"""`manage.py demo_setup`: the embedded demo (staff account, ants/bees project, model v1).
+"""`manage.py demo_setup`: the embedded demo (staff account, ants/bees project, model v1, an app key).
 
-Re-runnable: every step keeps what is already there.
+Re-runnable: every step keeps what is already there. It lives in mobile_api, the end of the loop,
+because it sets up every room (challenges, photos, training, an app key) and imports them all.
 """
 import os
 import secrets
@@ -13,6 +14,8 @@ from django.core.management.base import BaseCommand, CommandError
 
 from challenges.models import Challenge, Label, Project
 from challenges.selectors import project_today
+from mobile_api.models import AppKey
+from mobile_api.services import app_key_create
 from training.models import ModelVersion, TrainingPolicy
 
 DEFAULT_PHOTOS = settings.ROOT_DIR.parent / "shared" / "data" / "hymenoptera" / "train"
@@ -61,9 +64,6 @@ class Command(BaseCommand):
 
     def _app_key(self) -> str:
         """A key for trying the app protocol (mobile_api/client.py); created once, kept in var/."""
-        from mobile_api.models import AppKey
-        from mobile_api.services import app_key_create
-
         key_file = settings.VAR_DIR / "demo-app-key.txt"
         if key_file.exists() and AppKey.objects.filter(name="Demo app", revoked_at__isnull=True).exists():
             return key_file.read_text().strip()
