@@ -1,22 +1,20 @@
 """The gate: the current release scored on the candidate's holdout photos, compared photo by photo.
 
-Runs the release's stored file (onnxruntime here, other runtimes in a fresh process); no torch.
+The release's stored file runs through ``training.scoring`` (the one place that reads an artifact,
+checks its sha256 and predicts: onnxruntime here, other runtimes in a fresh process); no torch.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
-import tempfile
 import uuid
-from pathlib import Path
 
 from django.conf import settings
-from django.core.files.storage import default_storage
 
 from challenges.models import Project
 from submissions.models import Photo
 from training.models import DatasetSnapshot, ModelArtifact, ModelVersion
-from training.snapshots import dataset_snapshot_entries, photo_image_opener
+from training.scoring import label_names, photos_predict_labels
+from training.snapshots import dataset_snapshot_entries
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +64,7 @@ def training_run_gate(*, project: Project, snapshot: DatasetSnapshot, candidate:
 
         runnable = [a for a in champion.artifacts.all() if a.format in FORMATS and FORMATS[a.format].executable_here]
         artifact = next((a for a in runnable if a.format == "onnx"), runnable[0] if runnable else None)
-    record["champion"] = {"version": champion.version, "labels": _label_names(champion.labels),
+    record["champion"] = {"version": champion.version, "labels": label_names(champion.labels),
                           "source": champion.source}
     if artifact is None:
         reason = f"Version {champion.version} has no fp32 ONNX file."
@@ -132,56 +130,12 @@ def training_run_gate(*, project: Project, snapshot: DatasetSnapshot, candidate:
 
 
 def _champion_predict(*, version: ModelVersion, artifact: ModelArtifact, entries: list[dict]) -> list[str]:
-    """Label names the release predicts for the manifest entries (onnxruntime, no torch)."""
-    from training.ml.config import Preprocessing
-    from training.ml.inference import onnx_predict_images, onnx_session
-
-    with default_storage.open(artifact.file.name, "rb") as fh:
-        payload = fh.read()
-    digest = hashlib.sha256(payload).hexdigest()
-    if digest != artifact.sha256:
-        raise ValueError(f"stored bytes have sha256 {digest[:12]}, the registry says {artifact.sha256[:12]}")
+    """Label names the release predicts for the manifest entries (``training.scoring``, no torch)."""
     photos = Photo.objects.in_bulk([e["photo"] for e in entries], field_name="public_id")
-    if artifact.format != "onnx":  # an imported pte or TFLite release: its own runtime, a fresh process
-        with tempfile.TemporaryDirectory(prefix="gate-") as tmp:
-            path = Path(tmp) / "release"
-            path.write_bytes(payload)
-            measured = photos_run_file(
-                path=path, format=artifact.format, preprocessing=artifact.preprocessing or version.preprocessing,
-                photos=[photos[uuid.UUID(e["photo"])] for e in entries], runs=1,
-            )
-        names = _label_names(version.labels)
-        return [names[i] for i in measured.probabilities.argmax(axis=1).tolist()]
-    session = onnx_session(path_or_bytes=payload, num_threads=settings.PLATFORM_TORCH_THREADS or None)
-    probabilities = onnx_predict_images(
-        path_or_bytes=session,
-        images=[photo_image_opener(photos[uuid.UUID(e["photo"])].image.name) for e in entries],
-        preprocessing=Preprocessing.from_manifest(artifact.preprocessing or version.preprocessing),
+    return photos_predict_labels(
+        version=version, artifact=artifact, photos=[photos[uuid.UUID(e["photo"])] for e in entries],
+        num_threads=settings.PLATFORM_TORCH_THREADS or None,
     )
-    names = _label_names(version.labels)
-    return [names[i] for i in probabilities.argmax(axis=1).tolist()]
-
-
-def photos_run_file(*, path: Path, format: str, preprocessing: dict, photos: list[Photo], runs: int = 10):
-    """Run a model file on photos in its own runtime in a fresh process (``measure.artifact_measure``).
-
-    The photos are prepared as ``preprocessing`` (a manifest ``input``) says, laid out NHWC when it
-    says so. No torch in this process. Returns the Measurement (probabilities [N, C], latency, ...).
-    """
-    import numpy as np
-
-    from training.ml.config import Preprocessing
-    from training.ml.images import image_to_array
-    from training.ml.measure import artifact_measure
-
-    spec = Preprocessing.from_manifest({k: v for k, v in preprocessing.items() if k != "layout"})
-    if photos:
-        inputs = np.stack([image_to_array(photo_image_opener(p.image.name)(), preprocessing=spec) for p in photos])
-    else:  # nothing to score: one grey image still proves the file runs and counts its outputs
-        inputs = np.zeros((1, 3, spec.input_size, spec.input_size), dtype=np.float32)
-    if preprocessing.get("layout") == "NHWC":
-        inputs = np.ascontiguousarray(inputs.transpose(0, 2, 3, 1))
-    return artifact_measure(path=path, format=format, inputs=inputs, threads=1, runs=runs, timeout=600)
 
 
 def _scores_from_predictions(*, truth: list[str], predicted: list[str], labels: list[str]) -> dict:
@@ -201,10 +155,3 @@ def _scores_from_predictions(*, truth: list[str], predicted: list[str], labels: 
         "accuracy_ci95": proportion(correct, len(truth)).to_dict()["ci95"],
         "recall": recall, "recall_ci95": recall_ci95, "support": support_of,
     }
-
-
-def _label_names(labels) -> list[str]:
-    # Output index -> name: a list, or a JSON object keyed by the index as text.
-    if isinstance(labels, dict):
-        return [labels[key] for key in sorted(labels, key=int)]
-    return list(labels)

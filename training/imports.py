@@ -49,8 +49,8 @@ from training.ml.model_import import (
 )
 from training.ml.stats import proportion
 from training.models import ModelVersion, TrainingRun
-from training.gating import photos_run_file
 from training.publishing import model_version_publish
+from training.scoring import photos_run_file
 from training.snapshots import dataset_snapshot_entries, dataset_snapshot_manifest, dataset_snapshot_store
 
 logger = logging.getLogger(__name__)

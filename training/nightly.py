@@ -29,12 +29,8 @@ from training.runs import (
     training_run_finish,
     training_run_progress_save,
 )
-from training.snapshots import (
-    dataset_snapshot_create,
-    dataset_snapshot_entries,
-    dataset_split_keys,
-    photo_image_opener,
-)
+from training.scoring import photo_opener
+from training.snapshots import dataset_snapshot_create, dataset_snapshot_entries, dataset_split_keys
 
 logger = logging.getLogger(__name__)
 
@@ -235,7 +231,7 @@ def _pipeline_run(*, run: TrainingRun, snapshot: DatasetSnapshot, out_dir: Path,
             key=entry["sha256"],
             label=index[entry["label"]],
             split=entry["split"],
-            open_image=photo_image_opener(photos[uuid.UUID(entry["photo"])].image.name),
+            open_image=photo_opener(photos[uuid.UUID(entry["photo"])].image.name),
             group=group_of[photos[uuid.UUID(entry["photo"])].pk],
         )
         for entry in entries

@@ -9,7 +9,6 @@ import hashlib
 import json
 
 from django.conf import settings
-from django.core.files.storage import default_storage
 
 from challenges.models import Project
 from submissions.models import Photo
@@ -138,17 +137,3 @@ def dataset_snapshot_entries(snapshot: DatasetSnapshot) -> list[dict]:
         seen.add(entry["sha256"])
         entries.append(entry)
     return entries
-
-
-def photo_image_opener(name: str):
-    """A callable that opens the stored image ``name`` (loaded, the file closed) when called."""
-
-    def open_image():
-        from PIL import Image
-
-        with default_storage.open(name, "rb") as fh:
-            image = Image.open(fh)
-            image.load()
-        return image
-
-    return open_image
