@@ -38,6 +38,10 @@ CHANNEL_SETTINGS = ("auto_promote", "auto_rollout_percent", "poll_interval_secon
                     "max_cellular_bytes")
 
 
+class DistributionInterrupted(Exception):
+    """A transient error stopped an attempt at distributing a version: the task tries again."""
+
+
 # --- app keys ----------------------------------------------------------------------------
 
 def app_key_create(*, name: str, rate_limit_per_minute: int = 600, actor=None) -> tuple[AppKey, str]:
@@ -361,10 +365,6 @@ def static_manifest_write(*, document: dict) -> str:
 
 
 # --- after a publish -----------------------------------------------------------------------
-
-class DistributionInterrupted(Exception):
-    """A transient error stopped an attempt at distributing a version: the task tries again."""
-
 
 def error_is_transient(exc: BaseException) -> bool:
     """Worth another attempt: a lost database connection, a storage or network failure.
