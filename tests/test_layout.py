@@ -1,5 +1,6 @@
 """Guards that keep the source layout honest (design.md, "Layout")."""
 import ast
+import functools
 import importlib.metadata
 import os
 import subprocess
@@ -146,6 +147,7 @@ def _imported_names(node: ast.AST, module: str, is_package: bool) -> list[str]:
     return [target, *(f"{target}.{alias.name}" for alias in node.names)]
 
 
+@functools.cache  # each file is read once per session, however many guards ask
 def _imports(path: Path, module: str) -> list[tuple[str, str, bool]]:
     """(imported name, enclosing function or "", inside ``if TYPE_CHECKING:``?) for every import in a file."""
     is_package = path.name == "__init__.py"
