@@ -66,7 +66,7 @@ def run_seed(seed: int, *, photos: int, volunteers: int) -> dict:
     from submissions.models import Photo
     from submissions.services import photo_moderate
     from training.ml.stats import proportion
-    from training.services import dataset_snapshot_create
+    from training.snapshots import dataset_snapshot_create
     from verification import services as verification_services
     from verification.models import VerificationDecision, VerificationTask
 

@@ -16,7 +16,8 @@ from common.admin import ReadOnlyAdmin
 from common.errors import DomainError
 from mobile_api import admin_telemetry  # noqa: F401  (release health: registered there)
 from mobile_api import auth, selectors, services
-from mobile_api.models import AppKey, Channel, Release, ReleaseEvent
+from mobile_api.models import AppKey, Channel, Release, ReleaseEvent, VersionDistribution
+from mobile_api.tasks import version_distribution_request
 
 ACTION_TEMPLATE = "admin/mobile_api/move_form.html"
 HISTORY_SHOWN = 50
@@ -299,3 +300,27 @@ class ReleaseEventAdmin(ReadOnlyAdmin):
     list_select_related = ["channel__project", "actor"]
     date_hierarchy = "at"
 
+
+
+# --- distribution of published versions (patches, auto-promote channels) ----------------------
+
+@admin.register(VersionDistribution)
+class VersionDistributionAdmin(ReadOnlyAdmin):
+    """What happened after each publish: patches built, channels released on, or the error."""
+
+    list_display = ["version", "status", "attempts", "patches", "channel_list", "error", "updated_at"]
+    list_filter = ["status", "version__project"]
+    list_select_related = ["version__project"]
+    actions = ["distribute_again"]
+
+    @admin.display(description="Channels")
+    def channel_list(self, distribution: VersionDistribution) -> str:
+        return ", ".join(distribution.channels) or "-"
+
+    @admin.action(description="Distribute the selected versions again")
+    def distribute_again(self, request, queryset):
+        # Idempotent: channels holding a release of the version (even one rolled back) keep theirs.
+        for distribution in queryset.select_related("version__project"):
+            version_distribution_request(version=distribution.version)
+        self.message_user(request, f"Queued the distribution of {queryset.count()} version(s) again.",
+                          messages.SUCCESS)

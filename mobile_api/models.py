@@ -206,3 +206,36 @@ class ReleaseHealth(models.Model):
 
     def __str__(self) -> str:
         return f"{self.release} health"
+
+
+class VersionDistribution(models.Model):
+    """How handing one published version to apps went: its patches, then the auto-promote channels.
+
+    Created (pending) when training's ``version_published`` event arrives; the distribution task
+    on the light queue ends it done, retrying (a transient storage or database error, retried
+    with backoff) or failed, with the error. Staff see it in the admin and on the operations
+    page, and can run it again (every step is idempotent). The version stays published whatever
+    happens here: apps keep resolving to the releases they had.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        RETRYING = "retrying"
+        DONE = "done"
+        FAILED = "failed"
+
+    version = models.OneToOneField(ModelVersion, on_delete=models.CASCADE, related_name="distribution")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True)
+    attempts = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True, help_text="The last attempt's error, when it failed.")
+    patches = models.PositiveIntegerField(default=0, help_text="Patches towards its files (bsdiff4).")
+    channels = models.JSONField(default=list, blank=True, help_text="Channels the version was released on.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.version} distribution: {self.status}"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -19,12 +20,13 @@ from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from challenges.models import Project
-from common.errors import Conflict, ValidationFailed
+from common.errors import DATABASE_ERRORS, Conflict, DomainError, ValidationFailed
 from mobile_api import auth, rollout, selectors, update
-from mobile_api.models import AppKey, Channel, Release, ReleaseEvent
+from mobile_api.models import AppKey, ArtifactDelta, Channel, Release, ReleaseEvent, VersionDistribution
 from training.models import ModelVersion
 
 logger = logging.getLogger(__name__)
@@ -34,6 +36,10 @@ DEFAULT_CHANNELS = {"stable": {"auto_promote": True}, "beta": {"auto_promote": T
 # What an admin may change on a channel (each change is a SETTINGS event apps see at once).
 CHANNEL_SETTINGS = ("auto_promote", "auto_rollout_percent", "poll_interval_seconds", "wifi_only", "charging_only",
                     "max_cellular_bytes")
+
+
+class DistributionInterrupted(Exception):
+    """A transient error stopped an attempt at distributing a version: the task tries again."""
 
 
 # --- app keys ----------------------------------------------------------------------------
@@ -360,30 +366,94 @@ def static_manifest_write(*, document: dict) -> str:
 
 # --- after a publish -----------------------------------------------------------------------
 
-def version_distribute(*, version: ModelVersion) -> None:
-    """Offer a newly published version: build its patches, then release it on auto channels.
+def error_is_transient(exc: BaseException) -> bool:
+    """Worth another attempt: a lost database connection, a storage or network failure.
 
-    Called after the publish transaction committed. Never raises: the version stays
-    published whatever happens here, and the failure is logged for an admin to redo by hand.
+    Anything else (a domain error, a bug) fails a distribution at once, recorded for staff.
+    botocore's errors count only when it is loaded (S3 storage): nothing here imports it.
+    """
+    if isinstance(exc, (*DATABASE_ERRORS, OSError)):
+        return True
+    botocore = sys.modules.get("botocore.exceptions")
+    return botocore is not None and isinstance(exc, botocore.BotoCoreError)
+
+
+def version_distribution_pending(*, version: ModelVersion) -> VersionDistribution:
+    """The version's distribution record, (re)set to pending: a new event or a staff retry."""
+    distribution, _ = VersionDistribution.objects.update_or_create(
+        version=version, defaults={"status": VersionDistribution.Status.PENDING, "finished_at": None}
+    )
+    return distribution
+
+
+def version_distribution_record(*, distribution: VersionDistribution, status: str, error: str = "", **outcome) -> None:
+    """Write a distribution's status, error and ``outcome`` fields (finished unless it will be tried again)."""
+    finished = status in (VersionDistribution.Status.DONE, VersionDistribution.Status.FAILED)
+    for field, value in {"status": status, "error": error, **outcome}.items():
+        setattr(distribution, field, value)
+    distribution.finished_at = timezone.now() if finished else None
+    distribution.save(update_fields=["status", "error", "finished_at", "updated_at", *outcome])
+
+
+def version_distribution_run(*, distribution: VersionDistribution, final_attempt: bool = True) -> VersionDistribution:
+    """One attempt at distributing a published version; its outcome is recorded on ``distribution``.
+
+    A transient error (``error_is_transient``) raises DistributionInterrupted for the task to
+    retry, unless this is its final attempt; any other error, or the last transient one, ends
+    the record as failed (logged, not raised). Every step is idempotent, so an attempt after a
+    partial one only finishes the job.
+    """
+    VersionDistribution.objects.filter(pk=distribution.pk).update(attempts=F("attempts") + 1)
+    distribution.refresh_from_db(fields=["attempts"])
+    try:
+        patches, channels, refused = version_distribute(version=distribution.version)
+    except Exception as exc:
+        retry = error_is_transient(exc) and not final_attempt
+        error = f"{type(exc).__name__}: {exc}"
+        if retry:
+            logger.warning("distributing %s failed (attempt %s), will retry: %s", distribution.version,
+                           distribution.attempts, error)
+            version_distribution_record(distribution=distribution, status=VersionDistribution.Status.RETRYING,
+                                        error=error)
+            raise DistributionInterrupted(error) from exc
+        logger.exception("distributing %s failed (attempt %s); it stays published", distribution.version,
+                         distribution.attempts)
+        version_distribution_record(distribution=distribution, status=VersionDistribution.Status.FAILED, error=error)
+        return distribution
+    status = VersionDistribution.Status.FAILED if refused else VersionDistribution.Status.DONE
+    version_distribution_record(distribution=distribution, status=status, error="; ".join(refused),
+                                patches=patches, channels=sorted(channels))
+    return distribution
+
+
+def version_distribute(*, version: ModelVersion) -> tuple[int, list[str], list[str]]:
+    """Offer a newly published version: build its patches, then release it on the auto channels.
+
+    Returns (its patches, the channels holding a release of it, why a channel refused it). A
+    channel that already holds a release of this version (an earlier attempt, or staff who
+    released or rolled it back meanwhile) does not get it again; that channel, like every one
+    without auto-promote, only has its static manifest rewritten (it may be missing, e.g. after
+    a storage migration). A channel's refusal (a domain error, e.g. no file in the formats it
+    targets) does not stop the others; any other error is raised, and the next attempt picks up
+    where this one stopped.
     """
     from mobile_api.deltas import version_deltas_build
 
-    try:
-        version_deltas_build(version=version)
-    except Exception:
-        logger.exception("building the patches of %s failed; apps download the full files", version)
-    try:
-        channel_defaults_ensure(project=version.project)
-        for channel in Channel.objects.filter(project=version.project).select_related("project"):
-            if not channel.auto_promote:
-                # Nothing moved here, but every publish rewrites every channel's static object
-                # (it may be missing, e.g. after a storage migration).
-                channel_publish(channel_id=channel.pk)
-                continue
-            try:
-                release_promote(channel=channel, version=version, rollout_percent=channel.auto_rollout_percent,
-                                reason=f"published version {version.version}")
-            except Exception:
-                logger.exception("releasing %s on %s failed", version, channel)
-    except Exception:
-        logger.exception("distributing %s failed", version)
+    version_deltas_build(version=version)  # those that fail are logged; installs download the full file
+    released, refused = [], []
+    channel_defaults_ensure(project=version.project)
+    for channel in Channel.objects.filter(project=version.project).select_related("project"):
+        if Release.objects.filter(channel=channel, version=version).exists():
+            released.append(channel.name)
+        if not channel.auto_promote or channel.name in released:
+            channel_publish(channel_id=channel.pk)
+            continue
+        try:
+            release_promote(channel=channel, version=version, rollout_percent=channel.auto_rollout_percent,
+                            reason=f"published version {version.version}")
+        except DomainError as exc:
+            refused.append(f"{channel.name}: {exc.message}")
+            continue
+        released.append(channel.name)
+    patches = ArtifactDelta.objects.filter(artifact__version=version).count()
+    return patches, released, refused

@@ -15,7 +15,7 @@ from training.charts import candidate_score
 from training.imports import ImportRequest, labels_parse, model_version_import, triple_parse
 from training.models import DatasetSnapshot, ModelArtifact, ModelVersion, TrainingPolicy, TrainingRun
 from training.release_notes import accuracy_interval
-from training.services import training_run_cancel_request
+from training.runs import training_run_cancel_request
 
 
 @admin.register(TrainingRun)

@@ -49,13 +49,9 @@ from training.ml.model_import import (
 )
 from training.ml.stats import proportion
 from training.models import ModelVersion, TrainingRun
-from training.services import (
-    _manifest_entries,
-    dataset_snapshot_manifest,
-    dataset_snapshot_store,
-    model_version_publish,
-    photos_run_file,
-)
+from training.publishing import model_version_publish
+from training.scoring import photos_run_file
+from training.snapshots import dataset_snapshot_entries, dataset_snapshot_manifest, dataset_snapshot_store
 
 logger = logging.getLogger(__name__)
 
@@ -379,7 +375,7 @@ def _evaluate(*, path: Path, facts: ModelFacts, labels: list[str], preprocessing
 
 
 def _manifest_entries_of(manifest: dict) -> list[dict]:
-    return _manifest_entries(SimpleNamespace(manifest=manifest))  # it reads only .manifest
+    return dataset_snapshot_entries(SimpleNamespace(manifest=manifest))  # it reads only .manifest
 
 
 def _input_entry(*, facts: ModelFacts, preprocessing: Preprocessing, evaluation: _Evaluation) -> dict:

@@ -39,7 +39,7 @@ from common.errors import Conflict, DomainError, ValidationFailed
 from submissions.models import Photo
 from submissions.services import ImportedPhoto, NewPhoto, photo_moderate, photo_upload
 from training.ml.pipeline import split_for
-from training.services import dataset_snapshot_create, dataset_split_keys
+from training.snapshots import dataset_snapshot_create, dataset_split_keys
 
 FORMAT = "dataset-export"
 FORMAT_VERSION = 1

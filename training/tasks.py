@@ -11,8 +11,9 @@ from django.conf import settings
 from challenges.models import Project
 from challenges.selectors import project_list_active, project_today
 from submissions.models import Photo
+from training.nightly import training_run_execute
+from training.runs import RunClaimRefused, training_run_fail_stale
 from training.scoring import photo_followups_requeue, photo_followups_run
-from training.services import RunClaimRefused, training_run_execute, training_run_fail_stale
 
 logger = logging.getLogger(__name__)
 

@@ -377,7 +377,11 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
 # (upload follow-ups, email, the nightly fan-out) and "training" (one task per project and
 # night, for a worker with cores of its own). deploy/ starts one worker per queue.
 CELERY_TASK_DEFAULT_QUEUE = "light"
-CELERY_TASK_ROUTES = {"training.tasks.training_run_nightly": {"queue": "training"}}
+CELERY_TASK_ROUTES = {
+    "training.tasks.training_run_nightly": {"queue": "training"},
+    # A version's patches and channel moves (after its publish): light work, apps wait for it.
+    "mobile_api.tasks.version_distribute": {"queue": "light"},
+}
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_IGNORE_RESULT = True

@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from challenges.models import Project
 from config.celery import app as celery_app
-from mobile_api.models import Release
+from mobile_api.models import Release, VersionDistribution
 from mobile_api.selectors import LIVE_STATES
 from submissions.models import Photo
 from training.models import TrainingRun
@@ -222,4 +222,13 @@ def releases_live() -> list[Release]:
         Release.objects.filter(state__in=LIVE_STATES)
         .select_related("channel__project", "version")
         .order_by("channel__project__slug", "channel__name", "-created_at", "-id")
+    )
+
+
+def distributions_unfinished(*, limit: int = 20) -> list[VersionDistribution]:
+    """Published versions whose distribution (patches, auto channels) is not done: newest first."""
+    return list(
+        VersionDistribution.objects.exclude(status=VersionDistribution.Status.DONE)
+        .select_related("version__project")
+        .order_by("-created_at", "-id")[:limit]
     )

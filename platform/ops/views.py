@@ -7,7 +7,14 @@ from django.template.response import TemplateResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 
-from ops.selectors import backlog_thresholds, broker_overview, nightly_runs_latest, readiness_checks, releases_live
+from ops.selectors import (
+    backlog_thresholds,
+    broker_overview,
+    distributions_unfinished,
+    nightly_runs_latest,
+    readiness_checks,
+    releases_live,
+)
 
 RETRY_AFTER_SECONDS = 10
 
@@ -43,6 +50,7 @@ def ops_page(request: HttpRequest) -> HttpResponse:
         "broker": broker_overview(),
         "nightly": nightly_runs_latest(),
         "releases": releases_live(),
+        "distributions": distributions_unfinished(),
         "backlog": backlog_thresholds(),
     }
     return TemplateResponse(request, "admin/ops/index.html", context)

@@ -2,7 +2,8 @@
 
 upload (API) -> staff approve (API) -> the nightly fan-out goes through Redis to a real light
 worker, which queues the training task for a real training worker (two processes, one queue
-each, as deploy/ runs them) -> train, verify, publish to S3 -> manifest -> download (presigned)
+each, as deploy/ runs them) -> train, verify, publish to S3 -> the light worker distributes the
+version (its published event's task) -> manifest -> download (presigned)
 -> sha256 -> onnxruntime classifies the ants/bees val photos, fed exactly as the manifest says
 -> a later upload is scored with that model by the light worker.
 """
@@ -23,6 +24,7 @@ import requests
 from django.db import connection
 from PIL import Image
 
+from mobile_api.models import VersionDistribution
 from mobile_api.services import app_key_create
 from submissions.models import Photo
 from submissions.services import photo_import_folder
@@ -167,6 +169,12 @@ def test_photo_to_published_model_to_app(celery_workers, services, api, staff_ap
     assert run.status == TrainingRun.Status.SUCCEEDED, run.message
     assert run.trigger == TrainingRun.Trigger.NIGHTLY
     assert sent.json()["id"] in {entry["photo"] for entry in run.snapshot.manifest["photos"]}
+    # The publish's event queued the distribution (patches, channels) for the light worker.
+    while not VersionDistribution.objects.filter(version__project=project).exclude(status="pending").exists():
+        assert time.monotonic() < deadline, "the light worker did not distribute the version"
+        time.sleep(0.5)
+    distribution = VersionDistribution.objects.get(version__project=project)
+    assert (distribution.status, distribution.channels) == ("done", ["beta", "stable"]), distribution.error
 
     # What an app does: poll with its key, download the recommended ONNX file from S3, verify it.
     _, key = app_key_create(name="End-to-end app")
@@ -214,6 +222,6 @@ def test_photo_to_published_model_to_app(celery_workers, services, api, staff_ap
     # Each task ran on the worker of its queue: scaling out is more of these processes.
     light, training = celery_workers["light"], celery_workers["training"]
     assert light.task_names() == {"training.tasks.photo_score_with_current_model",
-                                  "training.tasks.nightly_training_enqueue"}
+                                  "training.tasks.nightly_training_enqueue", "mobile_api.tasks.version_distribute"}
     assert training.task_names() == {"training.tasks.training_run_nightly"}
     assert int(run.worker.rsplit(":", 1)[1]) in training.children()

@@ -10,7 +10,7 @@ from PIL import Image
 from submissions.models import Photo
 from submissions.services import photo_moderate
 from tests.conftest import jpeg_bytes
-from training.services import dataset_snapshot_create
+from training.snapshots import dataset_snapshot_create
 
 pytestmark = pytest.mark.django_db
 

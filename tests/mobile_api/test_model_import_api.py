@@ -173,7 +173,8 @@ def test_a_tflite_model_made_elsewhere_reaches_an_app_that_polls_for_tflite(staf
 def test_an_imported_mlmodel_is_offered_to_ios_apps_that_ask_for_it(staff_api, app_api, project):
     response = staff_api.post(URL, {"file": _file("colours.mlmodel")})
     assert response.status_code == 201, response.content[:400]
-    # Released on the auto-promote channels like a trained version; an app asks for mlmodel.
+    # Released on the auto-promote channels like a trained version (the publish's event queues
+    # mobile_api.tasks.version_distribute, run in-process by the tests' eager Celery); an app asks for mlmodel.
     poll = app_api.get("/api/mobile/v1/models/ants-bees/update", {
         "install_id": "install-0002", "app_version": "3.2.0", "platform": "ios", "formats": "mlmodel"})
     assert poll.status_code == 200, poll.content[:400]

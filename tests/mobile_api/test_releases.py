@@ -348,29 +348,21 @@ from tests.training.conftest import colour_photos, fake_compression, fake_pipeli
 
 
 def test_a_published_run_is_released_on_the_default_channels(colour_photos, fake_pipeline):  # noqa: F811
+    """In-process: the publish's event queues mobile_api.tasks.version_distribute, run eagerly (tests' Celery)."""
+    from mobile_api.models import VersionDistribution
     from training.models import TrainingRun
-    from training.services import training_run_execute
+    from training.nightly import training_run_execute
 
     run = training_run_execute(project=colour_photos, trigger=TrainingRun.Trigger.MANUAL)
 
     assert run.status == TrainingRun.Status.SUCCEEDED, run.message
+    distribution = VersionDistribution.objects.get(version__project=colour_photos)
+    assert (distribution.status, distribution.channels, distribution.attempts) == ("done", ["beta", "stable"], 1)
     for name in ("stable", "beta"):
         channel = Channel.objects.get(project=colour_photos, name=name)
         assert [r["version"] for r in selectors.channel_state(channel=channel)["releases"]] == [1]
         with default_storage.open(f"manifests/ants-bees/{name}.json") as fh:
             assert json.load(fh)["releases"][0]["version"] == 1
-
-
-def test_a_failing_distribution_does_not_unpublish(project, make_version, monkeypatch, caplog):
-    from training import services as training_services
-
-    def broken(**kwargs):
-        raise RuntimeError("storage down")
-
-    monkeypatch.setattr(services, "channel_defaults_ensure", broken)
-    version = make_version(project, 1)
-    training_services._version_distribute(version)  # logs, does not raise
-    assert "distributing" in caplog.text and version.pk
 
 
 def test_on_s3_the_static_manifest_is_replaced_by_one_put(monkeypatch):

@@ -62,7 +62,7 @@ def colour_classifier(labels: list[str], *, metadata: bool | dict = True) -> byt
 
 def release(project, *, labels: list[str], number: int = 1) -> ModelVersion:
     """A published version whose ONNX file is the colour classifier (registry rows as the job writes them)."""
-    from training.services import dataset_snapshot_create
+    from training.snapshots import dataset_snapshot_create
 
     payload = colour_classifier(labels)
     run = TrainingRun.objects.create(

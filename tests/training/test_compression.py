@@ -8,7 +8,8 @@ from django.urls import reverse
 from tests.factories import UserFactory
 from training.ml.compress import compression_plan
 from training.models import ModelArtifact, ModelVersion, TrainingPolicy, TrainingRun
-from training.services import StoredFileMismatch, compression_config_for, training_run_execute
+from training.nightly import compression_config_for, training_run_execute
+from training.publishing import StoredFileMismatch
 
 pytestmark = pytest.mark.django_db
 
@@ -116,7 +117,7 @@ def test_the_gate_scores_the_release_from_its_fp32_onnx_file(colour_photos, fake
 
 
 def test_an_admin_cancel_during_compression_publishes_nothing(colour_photos, fake_pipeline, fake_compression):
-    from training.services import training_run_cancel_request
+    from training.runs import training_run_cancel_request
 
     def on_progress(run):
         if run.stage == "compress" and not run.cancel_requested:

@@ -9,7 +9,7 @@ from celery.signals import worker_ready
 from django.utils import timezone
 
 from training.models import TrainingRun
-from training.services import training_run_claim, training_run_fail_stale
+from training.runs import training_run_claim, training_run_fail_stale
 from training.tasks import training_run_nightly
 
 pytestmark = pytest.mark.django_db

@@ -16,7 +16,9 @@ from django.core.files.storage import default_storage
 from tests.training.conftest import colour_classifier
 from training.imports import ImportRequest, labels_parse, model_version_import, triple_parse
 from training.models import ModelVersion, TrainingRun
-from training.services import _release_of_snapshot, dataset_snapshot_create, training_run_gate
+from training.gating import training_run_gate
+from training.nightly import _release_of_snapshot
+from training.snapshots import dataset_snapshot_create
 
 pytestmark = pytest.mark.django_db
 
@@ -155,14 +157,14 @@ def test_the_command_imports_a_file_with_a_label_file(colour_photos, tmp_path, s
 
 
 def test_a_failure_while_storing_leaves_no_row_and_no_object(project, media_files, monkeypatch):
-    from training import services
+    from training import publishing
     from training.models import DatasetSnapshot
 
     def mismatch(*, name, expected):
-        raise services.StoredFileMismatch(f"{name}: read back differently")
+        raise publishing.StoredFileMismatch(f"{name}: read back differently")
 
-    monkeypatch.setattr(services, "_stored_sha256_check", mismatch)
-    with pytest.raises(services.StoredFileMismatch):
+    monkeypatch.setattr(publishing, "_stored_sha256_check", mismatch)
+    with pytest.raises(publishing.StoredFileMismatch):
         upload(project, "colours.onnx", colour_classifier(["ants", "bees"]), labels=["ants", "bees"])
     assert not ModelVersion.objects.exists() and not TrainingRun.objects.exists()
     assert not DatasetSnapshot.objects.exists()

@@ -10,12 +10,9 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from training.models import DatasetSnapshot, ModelVersion, TrainingRun
-from training.services import (
-    RunClaimRefused,
-    dataset_snapshot_create,
-    training_run_claim,
-    training_run_execute,
-)
+from training.nightly import training_run_execute
+from training.runs import RunClaimRefused, training_run_claim
+from training.snapshots import dataset_snapshot_create
 
 pytestmark = pytest.mark.django_db
 

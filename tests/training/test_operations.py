@@ -9,7 +9,7 @@ from django.urls import reverse
 from tests.training.conftest import release
 from training.feature_cache import StorageFeatureCache
 from training.models import ModelVersion, TrainingPolicy, TrainingRun
-from training.services import training_run_execute
+from training.nightly import training_run_execute
 
 pytestmark = pytest.mark.django_db
 
@@ -41,7 +41,7 @@ def test_the_real_pipeline_stops_at_its_next_progress_report(colour_photos, weig
     """No stand-in: the torch pipeline passes the cancellation through and leaves no files behind."""
     import tempfile
 
-    from training.services import training_run_cancel_request
+    from training.runs import training_run_cancel_request
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()

@@ -24,7 +24,7 @@ from tests.conftest import ROOT
 from tests.factories import UserFactory
 from training.ml.pipeline import split_for
 from training.portability import MANIFEST_NAME, dataset_export, dataset_import
-from training.services import dataset_snapshot_create
+from training.snapshots import dataset_snapshot_create
 
 pytestmark = pytest.mark.django_db
 
@@ -129,7 +129,7 @@ def test_another_instance_imports_the_same_data_set(project, source, tmp_path):
         from django.contrib.auth import get_user_model
         from django.core.management import call_command
         from submissions.models import Photo
-        from training.services import dataset_snapshot_create
+        from training.snapshots import dataset_snapshot_create
         call_command("migrate", verbosity=0)
         get_user_model().objects.create_user("moderator", is_staff=True)
         runs = []

@@ -4,7 +4,7 @@ import pytest
 from submissions.models import Photo
 from training.management.commands.train_now import candidates_table
 from training.models import TrainingRun
-from training.services import training_run_execute
+from training.nightly import training_run_execute
 
 pytestmark = pytest.mark.django_db
 

@@ -7,7 +7,7 @@ from submissions.models import Photo
 from tests.training.conftest import make_photo
 from training.ml.pipeline import split_for
 from training.models import DatasetSnapshot
-from training.services import dataset_manifest_bytes, dataset_snapshot_create
+from training.snapshots import dataset_manifest_bytes, dataset_snapshot_create
 
 pytestmark = pytest.mark.django_db
 

@@ -10,7 +10,8 @@ from challenges.selectors import project_get
 from common.errors import DomainError
 from training.models import TrainingRun
 from training.release_notes import accuracy_interval
-from training.services import RunClaimRefused, training_run_execute
+from training.nightly import training_run_execute
+from training.runs import RunClaimRefused
 
 
 class Command(BaseCommand):
