@@ -12,7 +12,7 @@ ML = ROOT / "training" / "ml"
 # Used by the web process (split_for, Sample, configs) and by the torch-free reference client.
 TORCH_FREE = [
     *("config", "errors", "images", "metrics", "pipeline", "inference", "parity"),
-    *("strategies", "plots", "transfer"),
+    *("strategies", "plots", "transfer", "stages"),
 ]
 
 
