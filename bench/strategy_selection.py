@@ -97,9 +97,9 @@ def digits_set(max_per_label: int):
 
 
 def _holdout_predictions(model, holdout, preprocessing):
-    from training.ml.transfer import _probabilities
+    from training.ml.transfer import samples_probabilities
 
-    return _probabilities(model, holdout, preprocessing=preprocessing, batch_size=32).argmax(1)
+    return samples_probabilities(model, holdout, preprocessing=preprocessing, batch_size=32).argmax(1)
 
 
 def run_set(name, samples, labels, *, preprocessing, backbone, selection, probe, threads):
@@ -234,7 +234,7 @@ def compare_fine_tunes(*, per_label, epochs, preprocessing, backbone, selection,
                                           preprocessing=preprocessing)
         hold = networks.images_resized(images=[partial(Image.open, p) for p, _ in hold_files],
                                        preprocessing=preprocessing)
-        x_hold = networks._arrays(hold, list(range(len(hold))), preprocessing)
+        x_hold = networks.images_tensor(hold, list(range(len(hold))), preprocessing)
         fast_config = dataclasses.replace(selection.fine_tune, epochs=epochs)
         t0 = time.perf_counter()
         acts = networks.frozen_activations(backbone=net, resized=resized, preprocessing=preprocessing,

@@ -156,14 +156,14 @@ def test_the_pte_file_runs_in_executorch_from_its_bytes_like_the_torch_model(com
 @pytest.mark.parametrize("fmt", ["onnx", "pte"])
 def test_the_parity_check_fails_when_the_photos_are_preprocessed_wrongly(compressed, fmt):
     """ImageNet mean/std instead of the model's own: what a careless app does. The check must catch it."""
-    from training.ml.compress import _Built, model_probabilities, samples_arrays, variant_check
+    from training.ml.compress import BuiltFile, model_probabilities, samples_arrays, variant_check
     from training.ml.config import ParityTolerance
 
     result, model, _ = compressed
     artifact = next(a for a in result.artifacts if a.format == fmt and a.variant == "fp32")
     holdout = [s for s in _samples() if s.split == "holdout"]
     reference = model_probabilities(model, samples_arrays(holdout, PRE))
-    built = _Built("fp32", fmt, "fp32", artifact.path, PRE, {}, ParityTolerance())
+    built = BuiltFile("fp32", fmt, "fp32", artifact.path, PRE, {}, ParityTolerance())
     y = [s.label for s in holdout]
 
     right = variant_check(built=built, inputs=samples_arrays(holdout, PRE), reference=reference, y_true=y,
@@ -242,11 +242,11 @@ def test_a_compressed_file_too_few_photos_vouch_for_stays_unoffered_and_fp32_is_
 
 
 def test_a_broken_file_is_recorded_as_failed_and_never_offered(tmp_path):
-    from training.ml.compress import _Built, variant_check
+    from training.ml.compress import BuiltFile, variant_check
 
     bad = tmp_path / "int8.pte"
     bad.write_bytes(b"not a program" * 10)
-    row = variant_check(built=_Built("int8", "pte", "int8", bad, PRE, {}, None),
+    row = variant_check(built=BuiltFile("int8", "pte", "int8", bad, PRE, {}, None),
                         inputs=np.zeros((2, 3, 48, 48), np.float32), reference=np.full((2, 2), 0.5, np.float32),
                         y_true=[0, 1], threads=1, runs=2)
     assert row["status"] == "failed" and "pte runtime failed" in row["reason"]

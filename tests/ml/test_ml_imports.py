@@ -12,7 +12,7 @@ ML = ROOT / "training" / "ml"
 # Used by the web process (split_for, Sample, configs) and by the torch-free reference client.
 TORCH_FREE = [
     *("config", "errors", "images", "metrics", "pipeline", "inference", "parity"),
-    *("strategies", "plots", "transfer"),
+    *("strategies", "plots", "transfer", "stages"),
 ]
 
 
@@ -58,3 +58,20 @@ def test_light_modules_work_with_torch_unavailable():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "(3, 224, 224) train"
+
+
+def test_no_module_uses_another_ml_modules_private_names():
+    """What two modules share is public: nothing imports or reads another ML module's private names."""
+    modules = "|".join(sorted(p.stem for p in ML.glob("*.py") if p.stem != "__init__"))
+    imported = re.compile(r"from\s+training\.ml\.(\w+)\s+import\s+(\([^)]*\)|[^\n]+)")
+    attribute = re.compile(rf"(?<![\w.])(?:training\.ml\.)?({modules})\._[A-Za-z]\w*")
+    offenders = []
+    for path in [*ROOT.glob("training/**/*.py"), *ROOT.glob("tests/**/*.py"), *ROOT.glob("bench/**/*.py")]:
+        text = path.read_text()
+        for match in imported.finditer(text):
+            names = [n.split(" as ")[0].strip() for n in match.group(2).strip("()").split(",")]
+            offenders += [f"{path.relative_to(ROOT)}: {match.group(1)}.{n}" for n in names
+                          if n.startswith("_") and not n.startswith("__")]
+        if path.parent != ML:  # a module may use its own private names
+            offenders += [f"{path.relative_to(ROOT)}: {m.group(0)}" for m in attribute.finditer(text)]
+    assert offenders == []

@@ -111,7 +111,7 @@ def test_core_ml_packages_are_checked_in_structure_and_not_offered_unless_the_po
 
 def test_a_policy_that_offers_unexecuted_files_offers_a_core_ml_package_within_the_loss(mobile, tmp_path):
     from training.ml.card import policy_apply
-    from training.ml.compress import _Built, coreml_check, samples_arrays
+    from training.ml.compress import BuiltFile, coreml_check, samples_arrays
 
     from training.ml.compress import model_probabilities
 
@@ -119,7 +119,7 @@ def test_a_policy_that_offers_unexecuted_files_offers_a_core_ml_package_within_t
     holdout = [s for s in _samples() if s.split == "holdout"]
     x = samples_arrays(holdout, PRE)
     reference = model_probabilities(model, x)
-    built = _Built("pal4", "mlpackage", "pal4", out_dir / "pal4.mlpackage.zip", PRE, {}, None)
+    built = BuiltFile("pal4", "mlpackage", "pal4", out_dir / "pal4.mlpackage.zip", PRE, {}, None)
     row = coreml_check(built=built, model=model, inputs=x, reference=reference, y_true=[s.label for s in holdout],
                        offer_unexecuted=True)
     [decided] = policy_apply([row], float_accuracy=result.card["float"]["accuracy"], max_accuracy_loss=0.05,
@@ -130,14 +130,14 @@ def test_a_policy_that_offers_unexecuted_files_offers_a_core_ml_package_within_t
 def test_a_package_whose_input_does_not_match_the_manifest_fails(mobile, tmp_path):
     import dataclasses
 
-    from training.ml.compress import _Built, coreml_check, model_probabilities, samples_arrays
+    from training.ml.compress import BuiltFile, coreml_check, model_probabilities, samples_arrays
 
     _, model, _, out_dir = mobile
     path = out_dir / "fp16.mlpackage.zip"
     other = dataclasses.replace(PRE, input_size=40, resize=48)  # what the file says it is not
     holdout = [s for s in _samples() if s.split == "holdout"]
     x = samples_arrays(holdout, other)
-    row = coreml_check(built=_Built("fp16", "mlpackage", "fp16", path, other, {}, None), model=model, inputs=x,
+    row = coreml_check(built=BuiltFile("fp16", "mlpackage", "fp16", path, other, {}, None), model=model, inputs=x,
                        reference=model_probabilities(model, x), y_true=[s.label for s in holdout],
                        offer_unexecuted=True)
     assert row["status"] == "failed" and "input" in row["reason"]

@@ -9,7 +9,8 @@ from PIL import Image
 
 from training.ml.config import BackboneConfig, LinearProbeConfig, Preprocessing
 from training.ml.errors import PipelineError
-from training.ml.pipeline import Sample, _features_cached, linear_probe_pipeline, split_for
+from training.ml.pipeline import Sample, linear_probe_pipeline, split_for
+from training.ml.stages import features_cached
 
 HASHES = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(20000)]
 
@@ -78,7 +79,7 @@ def test_feature_cache_computes_only_new_samples():
         return torch.stack([torch.full((3,), float(ord(s.key))) for s in todo])
 
     def run(items, namespace="ns"):
-        return _features_cached(
+        return features_cached(
             samples=items, cache=cache, namespace=namespace, extract=extract, progress=lambda fraction: None
         )
 

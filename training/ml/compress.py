@@ -30,10 +30,48 @@ from training.ml.card import FAILED, SKIPPED, card_build, fidelity_summary
 from training.ml.config import CompressionConfig, ParityTolerance, Preprocessing
 from training.ml.errors import PipelineError, VerificationError
 from training.ml.export_mobile import ConverterMissing
+from training.ml.stages import StageClock
 from training.ml.stats import proportion
 
 #: Progress stages of ``compression_pipeline``.
 COMPRESSION_STAGES = ("compress", "measure")
+
+#: variant -> (source model, precision)
+_VARIANTS = {
+    "fp32": ("float", "fp32"),
+    "fp16": ("float", "fp16"),
+    "int8": ("float", "int8"),
+    "pruned": ("pruned", "fp32"),
+    "pruned-int8": ("pruned", "int8"),
+    "distilled": ("distilled", "fp32"),
+    "distilled-int8": ("distilled", "int8"),
+    # Core ML only: k-means palettized weights
+    "pal8": ("float", "pal8"),
+    "pal6": ("float", "pal6"),
+    "pal4": ("float", "pal4"),
+    "pal2": ("float", "pal2"),
+}
+
+#: How each precision's file is made, as the card's ``details`` say it.
+_TFLITE_METHODS = {
+    "fp32": "litert-torch convert (float32)",
+    "fp16": "litert-torch convert, then ai-edge-quantizer float16 weight-only (compute stays float32)",
+    "int8": "full-integer int8: torchao PT2E with litert-torch's PT2EQuantizer, symmetric per-channel weights, "
+            "int8 activations; float32 input and output",
+}
+_COREML_METHODS = {
+    "fp16": "coremltools ML Program, fp16 weights and compute",
+    "pal": "coremltools palettize_weights k-means, {bits}-bit per-tensor look-up tables (fp16 values) on weights "
+           "of >= 2048 elements, the rest fp16",
+}
+
+#: Convolutions at the input that stay in float in int8 files (the stem: MobileNetV2's first
+#: convolution and its first two inverted-residual blocks, 0.3% of the weights).
+FLOAT_STEM_CONVS = 6
+
+
+class _Skipped(Exception):
+    """A variant the configuration or the data rule out (recorded as "skipped")."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +110,19 @@ class CompressionResult:
         return bool(self.card.get("published")) and bool(self.artifacts)
 
 
+@dataclass(frozen=True)
+class BuiltFile:
+    """One written file of a variant, before it is measured: how it was made and what it must match."""
+
+    variant: str
+    format: str
+    precision: str
+    path: Path
+    preprocessing: Preprocessing
+    details: dict
+    tolerance: ParityTolerance | None  # strict parity for fp32/fp16 files of the float model
+
+
 def compression_pipeline(
     *,
     model,
@@ -92,112 +143,170 @@ def compression_pipeline(
     ``train`` and ``holdout`` are ``pipeline.Sample`` lists: train photos calibrate int8 and
     fine-tune pruned/distilled students; holdout photos measure every file.
     A variant that cannot be built or loaded is recorded as "failed" with the error and is
-    never offered; the run goes on with the others.
+    never offered; the run goes on with the others. Stages: ``COMPRESSION_STAGES``.
     """
-    import torch
-
     from training.ml.runtime import torch_threads
 
-    started = time.perf_counter()
+    clock = StageClock(progress)
     labels = tuple(labels)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    report = progress or (lambda stage, fraction: None)
     if not holdout:
         raise PipelineError("compression needs holdout photos to measure the files on")
-    holdout_y = [s.label for s in holdout]
     plan = compression_plan(config)
-    seconds: dict[str, float] = {}
-    rows: list[dict] = []
-    built: list[_Built] = []
 
     with torch_threads(num_threads):
-        t0 = time.perf_counter()
-        report("compress", 0.0)
-        model = model.eval()
-        holdout_x = samples_arrays(holdout, preprocessing)
-        reference = model_probabilities(model, holdout_x)
-        float_accuracy = float((reference.argmax(axis=1) == np.asarray(holdout_y)).mean())
-        # Photos the model did not fit as it sees them: augmented views of every approved photo.
-        t_views = time.perf_counter()
-        views = augmented_views(
-            _stratified([*train, *holdout], limit=config.fidelity_max_photos),
-            per_photo=config.fidelity_views, seed=config.seed,
-        )
-        views_x = samples_arrays(views, preprocessing)
-        views_reference = (
-            model_probabilities(model, views_x) if views else np.zeros((0, reference.shape[1]), dtype=np.float32)
-        )
-        seconds["views"] = time.perf_counter() - t_views
-        eager_ms = eager_latency(model, holdout_x[:1], threads=config.latency_threads, runs=config.latency_runs)
-        tuning = _stratified(train, limit=config.fine_tune_max_photos)
-        tuning_y = [s.label for s in tuning]
-        calibration = _stratified(train, limit=config.calibration_photos)
-        sources = _Sources(
-            model=model, float_onnx=Path(float_onnx), preprocessing=preprocessing, labels=labels,
-            tuning=tuning, tuning_y=tuning_y, calibration=calibration, config=config, out_dir=out_dir,
-        )
-        for step, (variant, fmt) in enumerate(plan):
-            report("compress", step / max(len(plan), 1))
-            try:
-                source = sources.get(variant_source(variant))
-                built.append(_build(source=source, variant=variant, fmt=fmt, sources=sources))
-            except (_Skipped, ConverterMissing) as exc:
-                rows.append(_row_unbuilt(variant, fmt, status=SKIPPED, reason=str(exc)))
-            except Exception as exc:  # noqa: BLE001 - one variant failing must not sink the others
-                rows.append(_row_unbuilt(variant, fmt, status=FAILED, reason=f"{type(exc).__name__}: {exc}"))
-        seconds["compress"] = time.perf_counter() - t0
-        report("compress", 1.0)
-
-        t0 = time.perf_counter()
-        inputs_by_preprocessing = {preprocessing: (holdout_x, views_x)}
-        for index, item in enumerate(built):
-            report("measure", index / max(len(built), 1))
-            if item.preprocessing not in inputs_by_preprocessing:
-                inputs_by_preprocessing[item.preprocessing] = (
-                    samples_arrays(holdout, item.preprocessing), samples_arrays(views, item.preprocessing)
-                )
-            inputs, view_inputs = inputs_by_preprocessing[item.preprocessing]
-            if item.format == "mlpackage":
-                rows.append(coreml_check(
-                    built=item, model=sources.get(variant_source(item.variant)).model,
-                    inputs=inputs, reference=reference, y_true=holdout_y,
-                    offer_unexecuted=config.offer_unexecuted, views=view_inputs, views_reference=views_reference,
-                ))
-                continue
-            rows.append(
-                variant_check(
-                    built=item, inputs=inputs, reference=reference,
-                    y_true=holdout_y, threads=config.latency_threads, runs=config.latency_runs,
-                    views=view_inputs, views_reference=views_reference,
-                )
+        with clock.stage("compress"):
+            model = model.eval()
+            evidence = _evidence_gather(
+                model=model, train=train, holdout=holdout, preprocessing=preprocessing, config=config, clock=clock
             )
-        seconds["measure"] = time.perf_counter() - t0
-        report("measure", 1.0)
+            sources = _Sources(
+                model=model, float_onnx=Path(float_onnx), preprocessing=preprocessing, labels=labels,
+                tuning=_stratified(train, limit=config.fine_tune_max_photos), config=config, out_dir=out_dir,
+                calibration=_stratified(train, limit=config.calibration_photos),
+            )
+            built, unbuilt = _variants_build(plan=plan, sources=sources, progress=clock.reporter("compress"))
+        with clock.stage("measure", opens=False):  # each file reports its own start
+            measured = _variants_measure(
+                built=built, evidence=evidence, sources=sources, config=config, progress=clock.reporter("measure")
+            )
 
-    rows = _ratios(_in_plan_order(rows, plan), eager_ms=eager_ms)
-    seconds["total"] = time.perf_counter() - started
+    rows = _ratios(_in_plan_order([*unbuilt, *measured], plan), eager_ms=evidence.eager_ms)
     card = card_build(
         labels=labels,
         holdout_count=len(holdout),
-        float_model={
-            "accuracy": float_accuracy,
-            "accuracy_ci95": proportion(round(float_accuracy * len(holdout)), len(holdout)).to_dict()["ci95"],
-            "log_loss": round(log_loss(reference, holdout_y), 6),
-            "views": len(views),
-            "latency_ms": round(eager_ms, 3),
-            "size": _state_dict_size(model),
-            "threads": config.latency_threads,
-            "runtime": f"torch {torch.__version__} eager",
-        },
+        float_model=_float_model_record(model=model, evidence=evidence, config=config),
         rows=rows,
         max_accuracy_loss=config.max_accuracy_loss,
         min_agreement=config.min_agreement,
         max_disagreement=config.max_disagreement,
         max_log_loss_increase=config.max_log_loss_increase,
-        seconds={k: round(v, 3) for k, v in seconds.items()},
+        seconds=clock.rounded(),
         config=dataclasses.asdict(config),
     )
+    return CompressionResult(card=card, artifacts=_offered_artifacts(card, built), seconds=card["seconds"])
+
+
+# -- the stages --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Evidence:
+    """What every file is measured against: the float model on the holdout and on augmented views."""
+
+    holdout: Sequence  # the holdout Samples
+    holdout_x: np.ndarray  # the holdout, preprocessed as the float model's manifest says
+    holdout_y: list[int]
+    reference: np.ndarray  # the float model's probabilities on the holdout
+    views: list  # augmented views (Samples) of the approved photos
+    views_x: np.ndarray
+    views_reference: np.ndarray  # the float model's probabilities on the views
+    eager_ms: float  # the float model's batch-1 latency run eagerly by torch: the card's baseline
+
+    @property
+    def float_accuracy(self) -> float:
+        """The float model's holdout accuracy."""
+        return float((self.reference.argmax(axis=1) == np.asarray(self.holdout_y)).mean())
+
+    def inputs_for(self, preprocessing: Preprocessing, cache: dict) -> tuple[np.ndarray, np.ndarray]:
+        """(holdout, views) preprocessed as ``preprocessing`` says (a student may use another input size)."""
+        if preprocessing not in cache:
+            cache[preprocessing] = (
+                samples_arrays(self.holdout, preprocessing), samples_arrays(self.views, preprocessing)
+            )
+        return cache[preprocessing]
+
+
+def _evidence_gather(*, model, train, holdout, preprocessing: Preprocessing, config: CompressionConfig,
+                     clock: StageClock) -> _Evidence:
+    """The float model's answers on the holdout and on augmented views; its eager latency."""
+    holdout_x = samples_arrays(holdout, preprocessing)
+    reference = model_probabilities(model, holdout_x)
+    # Photos the model did not fit as it sees them: augmented views of every approved photo.
+    t_views = time.perf_counter()
+    views = augmented_views(
+        _stratified([*train, *holdout], limit=config.fidelity_max_photos),
+        per_photo=config.fidelity_views, seed=config.seed,
+    )
+    views_x = samples_arrays(views, preprocessing)
+    views_reference = (
+        model_probabilities(model, views_x) if views else np.zeros((0, reference.shape[1]), dtype=np.float32)
+    )
+    clock.seconds["views"] = time.perf_counter() - t_views
+    eager_ms = eager_latency(model, holdout_x[:1], threads=config.latency_threads, runs=config.latency_runs)
+    return _Evidence(
+        holdout=holdout, holdout_x=holdout_x, holdout_y=[s.label for s in holdout], reference=reference, views=views,
+        views_x=views_x, views_reference=views_reference, eager_ms=eager_ms,
+    )
+
+
+def _variants_build(
+    *, plan: list[tuple[str, str]], sources: _Sources, progress: Callable[[float], None]
+) -> tuple[list[BuiltFile], list[dict]]:
+    """Write every planned file; returns (built files, card rows of the skipped and failed ones)."""
+    built: list[BuiltFile] = []
+    unbuilt: list[dict] = []
+    for step, (variant, fmt) in enumerate(plan):
+        progress(step / max(len(plan), 1))
+        try:
+            source = sources.get(variant_source(variant))
+            built.append(_build(source=source, variant=variant, fmt=fmt, sources=sources))
+        except (_Skipped, ConverterMissing) as exc:
+            unbuilt.append(_row_unbuilt(variant, fmt, status=SKIPPED, reason=str(exc)))
+        except Exception as exc:  # noqa: BLE001 - one variant failing must not sink the others
+            unbuilt.append(_row_unbuilt(variant, fmt, status=FAILED, reason=f"{type(exc).__name__}: {exc}"))
+    return built, unbuilt
+
+
+def _variants_measure(
+    *, built: list[BuiltFile], evidence: _Evidence, sources: _Sources, config: CompressionConfig,
+    progress: Callable[[float], None],
+) -> list[dict]:
+    """The card row of every built file: run by its own runtime (Core ML: checked and estimated)."""
+    inputs_by_preprocessing = {sources.preprocessing: (evidence.holdout_x, evidence.views_x)}
+    rows = []
+    for index, item in enumerate(built):
+        progress(index / max(len(built), 1))
+        inputs, view_inputs = evidence.inputs_for(item.preprocessing, inputs_by_preprocessing)
+        if item.format == "mlpackage":
+            rows.append(coreml_check(
+                built=item, model=sources.get(variant_source(item.variant)).model,
+                inputs=inputs, reference=evidence.reference, y_true=evidence.holdout_y,
+                offer_unexecuted=config.offer_unexecuted, views=view_inputs,
+                views_reference=evidence.views_reference,
+            ))
+            continue
+        rows.append(
+            variant_check(
+                built=item, inputs=inputs, reference=evidence.reference,
+                y_true=evidence.holdout_y, threads=config.latency_threads, runs=config.latency_runs,
+                views=view_inputs, views_reference=evidence.views_reference,
+            )
+        )
+    return rows
+
+
+def _float_model_record(*, model, evidence: _Evidence, config: CompressionConfig) -> dict:
+    """The card's baseline: the float model as torch runs it, on the same holdout."""
+    import torch
+
+    n = len(evidence.holdout_y)
+    accuracy = evidence.float_accuracy
+    return {
+        "accuracy": accuracy,
+        "accuracy_ci95": proportion(round(accuracy * n), n).to_dict()["ci95"],
+        "log_loss": round(log_loss(evidence.reference, evidence.holdout_y), 6),
+        "views": len(evidence.views),
+        "latency_ms": round(evidence.eager_ms, 3),
+        "size": _state_dict_size(model),
+        "threads": config.latency_threads,
+        "runtime": f"torch {torch.__version__} eager",
+    }
+
+
+def _offered_artifacts(card: dict, built: list[BuiltFile]) -> list[ShippedArtifact]:
+    """The files the policy offers, grouped by format, recommended first, then by size."""
     paths = {(b.variant, b.format): b for b in built}
     artifacts = [
         ShippedArtifact(
@@ -209,27 +318,10 @@ def compression_pipeline(
         if row["status"] == "offered"
     ]
     artifacts.sort(key=lambda a: (a.format, not a.recommended, a.size))
-    return CompressionResult(card=card, artifacts=artifacts, seconds=card["seconds"])
+    return artifacts
 
 
 # -- the plan --------------------------------------------------------------------------------
-
-#: variant -> (source model, precision)
-_VARIANTS = {
-    "fp32": ("float", "fp32"),
-    "fp16": ("float", "fp16"),
-    "int8": ("float", "int8"),
-    "pruned": ("pruned", "fp32"),
-    "pruned-int8": ("pruned", "int8"),
-    "distilled": ("distilled", "fp32"),
-    "distilled-int8": ("distilled", "int8"),
-    # Core ML only: k-means palettized weights
-    "pal8": ("float", "pal8"),
-    "pal6": ("float", "pal6"),
-    "pal4": ("float", "pal4"),
-    "pal2": ("float", "pal2"),
-}
-
 
 def variant_source(variant: str) -> str:
     """Which model a variant is made from: "float", "pruned" or "distilled"."""
@@ -261,21 +353,6 @@ def compression_plan(config: CompressionConfig) -> list[tuple[str, str]]:
 # -- building ------------------------------------------------------------------------------
 
 
-class _Skipped(Exception):
-    """A variant the configuration or the data rule out (recorded as "skipped")."""
-
-
-@dataclass(frozen=True)
-class _Built:
-    variant: str
-    format: str
-    precision: str
-    path: Path
-    preprocessing: Preprocessing
-    details: dict
-    tolerance: ParityTolerance | None  # strict parity for fp32/fp16 files of the float model
-
-
 @dataclass
 class _Source:
     name: str
@@ -294,12 +371,15 @@ class _Sources:
     preprocessing: Preprocessing
     labels: tuple[str, ...]
     tuning: list
-    tuning_y: list[int]
     calibration: list
     config: CompressionConfig
     out_dir: Path
     cache: dict = field(default_factory=dict)
     arrays: dict = field(default_factory=dict)
+
+    @property
+    def tuning_y(self) -> list[int]:
+        return [s.label for s in self.tuning]
 
     def get(self, name: str) -> _Source:
         if name not in self.cache:
@@ -356,7 +436,7 @@ class _Sources:
         raise PipelineError(f"unknown source {name!r}")
 
 
-def _build(*, source: _Source, variant: str, fmt: str, sources: _Sources) -> _Built:
+def _build(*, source: _Source, variant: str, fmt: str, sources: _Sources) -> BuiltFile:
     """Write one file for (variant, format) and say how it was made."""
     from training.ml import export
 
@@ -412,20 +492,7 @@ def _build(*, source: _Source, variant: str, fmt: str, sources: _Sources) -> _Bu
         strict = ParityTolerance()
     elif source.name == "float" and precision == "fp16":
         strict = ParityTolerance(max_abs_diff=1e-2, min_agreement=0.0)  # agreement: the policy's floor
-    return _Built(variant, fmt, precision, Path(path), pre, details, strict)
-
-
-_TFLITE_METHODS = {
-    "fp32": "litert-torch convert (float32)",
-    "fp16": "litert-torch convert, then ai-edge-quantizer float16 weight-only (compute stays float32)",
-    "int8": "full-integer int8: torchao PT2E with litert-torch's PT2EQuantizer, symmetric per-channel weights, "
-            "int8 activations; float32 input and output",
-}
-_COREML_METHODS = {
-    "fp16": "coremltools ML Program, fp16 weights and compute",
-    "pal": "coremltools palettize_weights k-means, {bits}-bit per-tensor look-up tables (fp16 values) on weights "
-           "of >= 2048 elements, the rest fp16",
-}
+    return BuiltFile(variant, fmt, precision, Path(path), pre, details, strict)
 
 
 # -- files -----------------------------------------------------------------------------------
@@ -440,7 +507,7 @@ def onnx_fp16_weights(*, source: Path, path: Path) -> Path:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from training.ml.export import _save_single_file
+    from training.ml.export import onnx_single_file_save
 
     proto = onnx.load_model(str(source))
     casts, kept = [], []
@@ -458,7 +525,7 @@ def onnx_fp16_weights(*, source: Path, path: Path) -> Path:
     nodes = list(proto.graph.node)
     del proto.graph.node[:]
     proto.graph.node.extend(casts + nodes)  # casts first: the graph stays topologically sorted
-    return _save_single_file(proto, Path(path))
+    return onnx_single_file_save(proto, Path(path))
 
 
 class _ArrayReader:
@@ -477,7 +544,7 @@ def onnx_int8(*, source: Path, path: Path, calibration: np.ndarray) -> Path:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from training.ml.export import _save_single_file
+    from training.ml.export import onnx_single_file_save
     from training.ml.inference import INPUT_NAME
 
     if len(calibration) == 0:
@@ -495,15 +562,10 @@ def onnx_int8(*, source: Path, path: Path, calibration: np.ndarray) -> Path:
         original = onnx.load_model(str(source), load_external_data=False)
         del proto.metadata_props[:]
         proto.metadata_props.extend(original.metadata_props)  # preprocessing and labels travel along
-        return _save_single_file(proto, Path(path))
+        return onnx_single_file_save(proto, Path(path))
     finally:
         prepared.unlink(missing_ok=True)
         quantized.unlink(missing_ok=True)
-
-
-#: Convolutions at the input that stay in float in int8 files (the stem: MobileNetV2's first
-#: convolution and its first two inverted-residual blocks, 0.3% of the weights).
-FLOAT_STEM_CONVS = 6
 
 
 def _float_nodes(path: Path) -> list[str]:
@@ -784,7 +846,7 @@ def _state_dict_size(model) -> int:
 
 
 def variant_check(
-    *, built: _Built, inputs: np.ndarray, reference: np.ndarray, y_true: Sequence[int], threads: int, runs: int,
+    *, built: BuiltFile, inputs: np.ndarray, reference: np.ndarray, y_true: Sequence[int], threads: int, runs: int,
     views: np.ndarray | None = None, views_reference: np.ndarray | None = None,
 ) -> dict:
     """Load the file's bytes with its runtime in a fresh process, run ``inputs``, compare with ``reference``.
@@ -919,7 +981,7 @@ def _view_open(open_image, seed: int):
 
 
 def coreml_check(
-    *, built: _Built, model, inputs: np.ndarray, reference: np.ndarray, y_true: Sequence[int], offer_unexecuted: bool,
+    *, built: BuiltFile, model, inputs: np.ndarray, reference: np.ndarray, y_true: Sequence[int], offer_unexecuted: bool,
     views: np.ndarray | None = None, views_reference: np.ndarray | None = None,
 ) -> dict:
     """The card row of a Core ML file: its structure checked here, its accuracy estimated in torch.

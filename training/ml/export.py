@@ -37,6 +37,10 @@ from training.ml.inference import (  # noqa: F401
     onnx_session,
 )
 
+# Initializer names the dynamo exporter gives the head of ``classifier_assemble``'s model.
+HEAD_WEIGHT = "net.classifier.1.weight"
+HEAD_BIAS = "net.classifier.1.bias"
+
 
 class ProbabilityClassifier(nn.Module):
     """torchvision MobileNetV2 (with its real classifier) followed by softmax."""
@@ -107,12 +111,7 @@ def onnx_export(
     # folds what would have been the .onnx.data sidecar into the one file.
     proto = program.model_proto
     _metadata_set(proto, preprocessing=preprocessing, labels=labels, metadata=metadata)
-    return _save_single_file(proto, path)
-
-
-# Initializer names the dynamo exporter gives the head of ``classifier_assemble``'s model.
-HEAD_WEIGHT = "net.classifier.1.weight"
-HEAD_BIAS = "net.classifier.1.bias"
+    return onnx_single_file_save(proto, path)
 
 
 def onnx_export_with_head(
@@ -153,7 +152,7 @@ def onnx_export_with_head(
     for name, index in found.items():
         proto.graph.initializer[index].CopyFrom(numpy_helper.from_array(weights[name], name=name))
     _metadata_set(proto, preprocessing=preprocessing, labels=labels, metadata=metadata)
-    return _save_single_file(proto, Path(path))
+    return onnx_single_file_save(proto, Path(path))
 
 
 def _metadata_set(proto, *, preprocessing: Preprocessing, labels, metadata) -> None:
@@ -211,7 +210,7 @@ def _names_read(nodes) -> set[str]:
     return names
 
 
-def _save_single_file(proto, path: Path) -> Path:
+def onnx_single_file_save(proto, path: Path) -> Path:
     """Save ``proto`` with every weight inside, atomically, without what its graph does not use."""
     import onnx
 

@@ -25,7 +25,7 @@ from training.ml.export import ProbabilityClassifier, classifier_assemble
 from training.ml.features import features_extract
 from training.ml.errors import ImageDecodeError
 from training.ml.images import ImageSource, image_rgb, image_to_array, resized_size
-from training.ml.linear import _stratified_split, linear_probe_train
+from training.ml.linear import linear_probe_train, stratified_split
 from training.ml.similarity import layer_features_extract, lower_pool
 from training.ml.strategies import FineTuneConfig, LowerLayerConfig
 
@@ -259,8 +259,8 @@ def _network_train(
         raise ValueError(f"need one target per image, got {len(y)} targets for {len(images)} images")
     if resized is None:
         resized = images_resized(images=images, preprocessing=preprocessing)
-    train_idx, val_idx = _stratified_split(y, fraction=config.validation_fraction, seed=config.seed)
-    val_x = _arrays(resized, val_idx.tolist(), preprocessing)
+    train_idx, val_idx = stratified_split(y, fraction=config.validation_fraction, seed=config.seed)
+    val_x = images_tensor(resized, val_idx.tolist(), preprocessing)
 
     frozen = _freeze(net, config.trainable_blocks)
     net.to(memory_format=torch.channels_last)
@@ -325,7 +325,7 @@ def _network_train(
         net.load_state_dict(best.state)
 
     net.eval()
-    train_logits = _logits(net, _arrays(resized, train_idx.tolist(), preprocessing))
+    train_logits = _logits(net, images_tensor(resized, train_idx.tolist(), preprocessing))
     train_accuracy = float((train_logits.argmax(1) == y[train_idx]).float().mean())
     net.to(memory_format=torch.contiguous_format)
     net.requires_grad_(False)
@@ -389,7 +389,8 @@ def _class_weights(y: torch.Tensor, num_classes: int) -> torch.Tensor:
     return torch.where(counts > 0, len(y) / (num_classes * counts.clamp(min=1)), torch.zeros_like(counts))
 
 
-def _arrays(resized: Sequence[Image.Image], index: Sequence[int], preprocessing: Preprocessing) -> torch.Tensor:
+def images_tensor(resized: Sequence[Image.Image], index: Sequence[int], preprocessing: Preprocessing) -> torch.Tensor:
+    """The photos at ``index`` of ``resized`` as one batch [N, 3, S, S], preprocessed as an app does."""
     size = preprocessing.input_size
     if not index:
         return torch.empty((0, 3, size, size))
@@ -511,7 +512,7 @@ def top_blocks_train(
     top.to(memory_format=torch.channels_last)
     y_all = targets.to(torch.int64)
     y = y_all[index]
-    train_pos, val_pos = _stratified_split(y, fraction=config.validation_fraction, seed=config.seed)
+    train_pos, val_pos = stratified_split(y, fraction=config.validation_fraction, seed=config.seed)
     train_idx, val_idx = index[train_pos], index[val_pos]
     groups = [{"params": list(top.classifier.parameters()), "lr": config.lr}]
     if config.backbone_lr_mult > 0:

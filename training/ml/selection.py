@@ -349,7 +349,7 @@ def _probe_oof(x: torch.Tensor, y: torch.Tensor, fold_of: np.ndarray, num_classe
 
 def _tap_choose(taps: dict, y: torch.Tensor, fold_of: np.ndarray, *, exclude: int | None) -> tuple[int, int]:
     """The (block, grid) with the best ridge accuracy over the folds other than ``exclude``."""
-    from training.ml.similarity import _ridge_predict
+    from training.ml.similarity import ridge_predict
 
     keep = fold_of != exclude if exclude is not None else np.ones(len(y), dtype=bool)
     inner = [k for k in np.unique(fold_of[keep]).tolist()]
@@ -359,7 +359,7 @@ def _tap_choose(taps: dict, y: torch.Tensor, fold_of: np.ndarray, *, exclude: in
         for k in inner:
             train = torch.as_tensor(keep & (fold_of != k))
             test = torch.as_tensor(fold_of == k)
-            correct += int((_ridge_predict(x[train], y[train], x[test], ridge=0.1) == y[test]).sum())
+            correct += int((ridge_predict(x[train], y[train], x[test], ridge=0.1) == y[test]).sum())
         if correct > best_correct:  # ties keep the earlier (cheaper, lower) tap
             best, best_correct = tap, correct
     return best
@@ -424,7 +424,7 @@ def _from_scratch_oof(train, y, fold_of, num_classes, net, preprocessing, resize
             preprocessing=preprocessing, config=FROM_SCRATCH_DEFAULT,
         )
         with torch.no_grad():
-            pred[test] = outcome.model(networks._arrays(resized, test.tolist(), preprocessing)).argmax(1).numpy()
+            pred[test] = outcome.model(networks.images_tensor(resized, test.tolist(), preprocessing)).argmax(1).numpy()
     return pred
 
 

@@ -4,32 +4,33 @@
 (``PipelineResult``), plus the strategy decision. Without ``strategy`` or ``decision`` it
 measures similarity to ImageNet on the train split (one forward pass, whose top and
 lower-layer features go into the feature cache, so a probe strategy reuses them) and applies
-``strategy_choose``. The ``linear_probe`` case IS ``linear_probe_pipeline``.
+``strategy_choose``. The ``linear_probe`` case IS ``linear_probe_pipeline``. The other
+strategies run the stages below (``_decide``, ``_lower_features``, ``_strategy_train``,
+``samples_probabilities``) and end like it, through ``stages.export_verify`` and
+``stages.result_build``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Callable, MutableMapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from training.ml.config import DEFAULT_TOLERANCE, BackboneConfig, LinearProbeConfig, ParityTolerance, Preprocessing
 from training.ml.errors import ImageDecodeError, PipelineError
-from training.ml.metrics import classification_metrics
-from training.ml.pipeline import (
-    STAGES,
+from training.ml.pipeline import STAGES, Sample, features_namespace, linear_probe_pipeline
+from training.ml.stages import (
     PipelineResult,
-    Sample,
-    _decode_error_for,
-    _features_cached,
-    _samples_validate,
-    _versions,
-    artifact_scores,
-    artifact_verify,
-    features_namespace,
-    linear_probe_pipeline,
+    StageClock,
+    config_record,
+    decode_error_for,
+    export_verify,
+    features_cached,
+    holdout_metrics,
+    result_build,
+    samples_split,
 )
 from training.ml.strategies import (
     FROM_SCRATCH_DEFAULT,
@@ -46,6 +47,15 @@ if TYPE_CHECKING:
 
 #: Progress stages of ``transfer_pipeline``: "decide" (similarity + rule), then the pipeline's.
 TRANSFER_STAGES = ("decide", *STAGES)
+
+
+@dataclass(frozen=True)
+class _Decided:
+    """The "decide" stage's output."""
+
+    decision: StrategyDecision
+    selected: Any  # selection.SelectionOutcome when the candidates were measured, else None
+    lower: LowerLayerConfig  # the lower-layer tap to use (measured selection may pick another)
 
 
 def transfer_pipeline(
@@ -86,58 +96,24 @@ def transfer_pipeline(
     """
     from training.ml.backbone import backbone_load, weights_fingerprint
     from training.ml.runtime import torch_threads
-    from training.ml.similarity import layer_features_extract, similarity_from_features
 
-    started = time.perf_counter()
-    labels = tuple(labels)
-    _samples_validate(samples, labels)
-    train = [s for s in samples if s.split == "train"]
-    holdout = [s for s in samples if s.split == "holdout"]
-    report = progress or (lambda stage, fraction: None)
+    clock = StageClock(progress)
+    labels, train, holdout = samples_split(samples, labels)
     # Without a caller's cache, a local one still lets the probes reuse the similarity pass.
     cache: MutableMapping[str, Any] = feature_cache if feature_cache is not None else {}
-    seconds: dict[str, float] = {}
-    measured_selection = None
 
     with torch_threads(num_threads) as threads:
-        t0 = time.perf_counter()
-        report("decide", 0.0)
-        net = backbone_load(config=backbone)
-        fingerprint = weights_fingerprint(config=backbone)
-        top_ns = features_namespace(backbone=backbone, preprocessing=preprocessing, fingerprint=fingerprint)
-        lower_ns = f"{top_ns}:lower{lower.block}x{lower.grid}"
-        counts = {label: sum(1 for s in train if s.label == i) for i, label in enumerate(labels)}
-        if decision is not None:
-            if strategy is not None and strategy != decision.choice:
-                raise PipelineError(f"strategy {strategy!r} contradicts the decision's {decision.choice!r}")
-            chosen = decision
-        elif strategy is not None:
-            chosen = strategy_choose(label_counts=counts, similarity=None, thresholds=thresholds, override=strategy)
-            if selection is not None:
-                why = f"the admin's strategy override {strategy} wins: no candidates were trained"
-                chosen = dataclasses.replace(chosen, selection={"candidates": [], "winner": strategy, "why": why})
-        elif selection is not None:
-            chosen, measured_selection, lower = _decide_by_measurement(
-                train=train, counts=counts, cache=cache, top_ns=top_ns, net=net, preprocessing=preprocessing,
-                probe=probe, lower=lower, thresholds=thresholds, selection=selection, batch_size=batch_size,
-                similarity_max_photos=similarity_max_photos, report=report,
+        with clock.stage("decide"):
+            net = backbone_load(config=backbone)
+            fingerprint = weights_fingerprint(config=backbone)
+            top_ns = features_namespace(backbone=backbone, preprocessing=preprocessing, fingerprint=fingerprint)
+            decided = _decide(
+                strategy=strategy, decision=decision, train=train, labels=labels, cache=cache, top_ns=top_ns,
+                net=net, preprocessing=preprocessing, probe=probe, lower=lower, thresholds=thresholds,
+                selection=selection, batch_size=batch_size, similarity_max_photos=similarity_max_photos,
+                clock=clock,
             )
-            lower_ns = f"{top_ns}:lower{lower.block}x{lower.grid}"
-        else:
-            subset = _stratified_subset(train, limit=similarity_max_photos)
-            if min(sum(1 for s in subset if s.label == i) for i in range(len(labels))) < 2:
-                raise PipelineError("measuring similarity needs at least 2 training photos per label")
-            layers = _layer_features_cached(
-                subset=subset, cache=cache, top_ns=top_ns, lower_ns=lower_ns, net=net,
-                preprocessing=preprocessing, lower=lower, batch_size=batch_size,
-                progress=lambda done, total: report("decide", 0.9 * done / max(total, 1)),
-            )
-            measured = similarity_from_features(
-                features=layers, targets=[s.label for s in subset], threshold=thresholds.similarity_min_score
-            )
-            chosen = strategy_choose(label_counts=counts, similarity=measured, thresholds=thresholds)
-        seconds["decide"] = time.perf_counter() - t0
-        report("decide", 1.0)
+        chosen, lower = decided.decision, decided.lower
 
         if chosen.choice == "linear_probe":
             result = linear_probe_pipeline(
@@ -147,7 +123,7 @@ def transfer_pipeline(
                 preprocessing=preprocessing,
                 probe=probe,
                 out_dir=out_dir,
-                progress=report,
+                progress=clock.report,
                 num_threads=threads,
                 batch_size=batch_size,
                 tolerance=tolerance,
@@ -156,55 +132,23 @@ def transfer_pipeline(
                 export_cache=export_cache,
             )
             result.decision = chosen.to_record()
-            result.selection = measured_selection
+            result.selection = decided.selected
             result.config["decision"] = result.decision
-            result.seconds = {**result.seconds, "decide": round(seconds["decide"], 3)}
-            result.seconds["total"] = round(time.perf_counter() - started, 3)
+            result.seconds = {**result.seconds, "decide": round(clock.seconds["decide"], 3)}
+            result.seconds["total"] = round(clock.total(), 3)
             return result
 
-        # -- features (probes) / decoding (networks happen inside train) ------------------
-        t0 = time.perf_counter()
-        report("features", 0.0)
-        train_y = [s.label for s in train]
-        lower_x, computed = None, 0
-        if chosen.choice == "lower_layer_probe":
-            lower_x, computed = _features_cached(
-                samples=train,
-                cache=cache,
-                namespace=lower_ns,
-                extract=lambda todo, on_batch: layer_features_extract(
-                    backbone=net,
-                    images=[s.open_image for s in todo],
-                    preprocessing=preprocessing,
-                    block=lower.block,
-                    grid=lower.grid,
-                    batch_size=batch_size,
-                    progress=on_batch,
-                ).lower,
-                progress=lambda fraction: report("features", fraction),
+        lower_ns = _lower_namespace(top_ns, lower)
+        with clock.stage("features"):  # probes' features; networks decode their photos while training
+            lower_x, computed = _lower_features(
+                choice=chosen.choice, train=train, cache=cache, namespace=lower_ns, net=net,
+                preprocessing=preprocessing, lower=lower, batch_size=batch_size, progress=clock.reporter("features"),
             )
-        seconds["features"] = time.perf_counter() - t0
-        report("features", 1.0)
 
-        # -- train ---------------------------------------------------------------------
-        t0 = time.perf_counter()
-        report("train", 0.0)
-        train_progress = lambda epoch, epochs: report("train", min(1.0, epoch / max(epochs, 1)))  # noqa: E731
-        if chosen.choice == "fine_tune" and measured_selection is not None and measured_selection.acts is not None:
-            # The candidate that won: its frozen activations are already cached, refit on all photos.
-            from training.ml.networks import fine_tune_cached
-
-            strategy_config = selection.fine_tune
-            outcome = fine_tune_cached(
-                backbone=net, acts=measured_selection.acts, targets=train_y, num_classes=len(labels),
-                config=strategy_config, views=selection.fine_tune_views,
-                progress=train_progress,
-            )
-        else:
+        with clock.stage("train"):
             outcome, strategy_config = _strategy_train(
                 choice=chosen.choice,
                 train=train,
-                train_y=train_y,
                 labels=labels,
                 net=net,
                 backbone=backbone,
@@ -213,96 +157,99 @@ def transfer_pipeline(
                 lower_x=lower_x,
                 fine_tune=fine_tune,
                 from_scratch=from_scratch,
+                selected=decided.selected,
+                selection=selection,
                 batch_size=batch_size,
-                progress=train_progress,
+                progress=lambda epoch, epochs: clock.report("train", min(1.0, epoch / max(epochs, 1))),
             )
-        seconds["train"] = time.perf_counter() - t0
-        report("train", 1.0)
 
-        # -- evaluate --------------------------------------------------------------------
-        t0 = time.perf_counter()
-        report("evaluate", 0.0)
         holdout_y = [s.label for s in holdout]
-        try:
-            reference = _probabilities(outcome.model, holdout, preprocessing=preprocessing, batch_size=batch_size)
-        except ImageDecodeError as exc:
-            raise _decode_error_for(exc, holdout) from exc
-        metrics = classification_metrics(
-            y_true=holdout_y, y_pred=reference.argmax(axis=1).tolist(), labels=labels, probabilities=reference
-        )
-        seconds["evaluate"] = time.perf_counter() - t0
-        report("evaluate", 1.0)
+        with clock.stage("evaluate"):
+            reference = samples_probabilities(
+                outcome.model, holdout, preprocessing=preprocessing, batch_size=batch_size
+            )
+            metrics = holdout_metrics(reference=reference, y_true=holdout_y, labels=labels)
 
-        checked, artifact, export_seconds, verify_seconds = _export_verify(
-            model=outcome.model,
-            holdout=holdout,
-            holdout_y=holdout_y,
-            reference=reference,
-            labels=labels,
-            preprocessing=preprocessing,
-            out_dir=Path(out_dir),
-            artifact_name=artifact_name,
-            strategy=chosen.choice,
-            tolerance=tolerance,
-            batch_size=batch_size,
-            threads=threads,
-            report=report,
+        artifact, _, checked = export_verify(
+            clock=clock,
+            export=lambda: (_onnx_export(outcome.model, Path(out_dir) / artifact_name, preprocessing, labels,
+                                         chosen.choice), None),
+            holdout=holdout, reference=reference, y_true=holdout_y, preprocessing=preprocessing,
+            tolerance=tolerance, batch_size=batch_size, threads=threads,
         )
-        seconds["export"], seconds["verify"] = export_seconds, verify_seconds
 
-    onnx_metrics, verification = artifact_scores(
-        checked=checked, y_true=holdout_y, labels=labels, artifact=Path(artifact)
-    )
-    sha256, size = verification["artifact_sha256"], verification["artifact_size"]
-    seconds["total"] = time.perf_counter() - started
     record = chosen.to_record()
-    config = {
-        "strategy": chosen.choice,
-        "decision": record,
-        "labels": list(labels),
-        "backbone": {**dataclasses.asdict(backbone), "weights_sha256_or_name": fingerprint},
-        "features_namespace": lower_ns if chosen.choice == "lower_layer_probe" else None,
-        "selection": dataclasses.asdict(selection) if measured_selection is not None else None,
-        "preprocessing": preprocessing.to_manifest(),
-        "strategy_config": dataclasses.asdict(strategy_config),
-        "strategy_outcome": outcome.details,
-        "seeds": {"strategy": _seed_of(strategy_config), "export_example_input": 0},
-        "tolerance": dataclasses.asdict(tolerance),
-        "torch_threads": threads,
-        "batch_size": batch_size,
-        "features": {"total": len(train), "computed": computed, "cached": len(train) - computed}
+    config = config_record(
+        strategy=chosen.choice,
+        labels=labels,
+        backbone=backbone,
+        fingerprint=fingerprint,
+        namespace=lower_ns if chosen.choice == "lower_layer_probe" else None,
+        preprocessing=preprocessing,
+        decision=record,
+        selection=dataclasses.asdict(selection) if decided.selected is not None else None,
+        strategy_config=dataclasses.asdict(strategy_config),
+        strategy_outcome=outcome.details,
+        seeds={"strategy": _seed_of(strategy_config), "export_example_input": 0},
+        tolerance=tolerance,
+        threads=threads,
+        batch_size=batch_size,
+        features={"total": len(train), "computed": computed, "cached": len(train) - computed}
         if lower_x is not None
         else None,
-        "onnx": {"input": "input", "output": "probabilities", "batch": "dynamic"},
-        "versions": _versions(),
-    }
-    return PipelineResult(
-        labels=labels,
-        preprocessing=preprocessing,
-        metrics=metrics,
-        onnx_metrics=onnx_metrics,
-        verification=verification,
-        history=outcome.history,
-        best_epoch=outcome.best_epoch,
-        train_accuracy=outcome.train_accuracy,
-        artifact_path=Path(artifact),
-        artifact_sha256=sha256,
-        artifact_size=size,
-        train_count=len(train),
-        holdout_count=len(holdout),
-        seconds={k: round(v, 3) for k, v in seconds.items()},
-        config=config,
-        model=outcome.model,
-        decision=record,
-        selection=measured_selection,
     )
+    return result_build(
+        clock=clock, labels=labels, preprocessing=preprocessing, metrics=metrics, checked=checked,
+        y_true=holdout_y, artifact=artifact, outcome=outcome, train_accuracy=outcome.train_accuracy,
+        train_count=len(train), holdout_count=len(holdout), config=config, model=outcome.model,
+        decision=record, selection=decided.selected,
+    )
+
+
+# -- decide ------------------------------------------------------------------------------------
+
+
+def _decide(
+    *, strategy, decision, train, labels, cache, top_ns, net, preprocessing, probe, lower, thresholds, selection,
+    batch_size, similarity_max_photos, clock: StageClock,
+) -> _Decided:
+    """The strategy: a decision given as is, an override, a measured selection, or the rule on similarity."""
+    from training.ml.similarity import similarity_from_features
+
+    counts = {label: sum(1 for s in train if s.label == i) for i, label in enumerate(labels)}
+    if decision is not None:
+        if strategy is not None and strategy != decision.choice:
+            raise PipelineError(f"strategy {strategy!r} contradicts the decision's {decision.choice!r}")
+        return _Decided(decision, None, lower)
+    if strategy is not None:
+        chosen = strategy_choose(label_counts=counts, similarity=None, thresholds=thresholds, override=strategy)
+        if selection is not None:
+            why = f"the admin's strategy override {strategy} wins: no candidates were trained"
+            chosen = dataclasses.replace(chosen, selection={"candidates": [], "winner": strategy, "why": why})
+        return _Decided(chosen, None, lower)
+    if selection is not None:
+        return _decide_by_measurement(
+            train=train, counts=counts, cache=cache, top_ns=top_ns, net=net, preprocessing=preprocessing,
+            probe=probe, lower=lower, thresholds=thresholds, selection=selection, batch_size=batch_size,
+            similarity_max_photos=similarity_max_photos, clock=clock,
+        )
+    subset = _similarity_subset(train, limit=similarity_max_photos, num_labels=len(labels))
+    layers = _layer_features_cached(
+        subset=subset, cache=cache, top_ns=top_ns, lower_ns=_lower_namespace(top_ns, lower), net=net,
+        preprocessing=preprocessing, lower=lower, batch_size=batch_size,
+        progress=clock.counter("decide", scale=0.9),
+    )
+    measured = similarity_from_features(
+        features=layers, targets=[s.label for s in subset], threshold=thresholds.similarity_min_score
+    )
+    return _Decided(strategy_choose(label_counts=counts, similarity=measured, thresholds=thresholds), None, lower)
 
 
 def _decide_by_measurement(
     *, train, counts, cache, top_ns, net, preprocessing, probe, lower, thresholds, selection, batch_size,
-    similarity_max_photos, report,
-):
-    """The rule's verdict (prior) and the measured selection; returns (decision, outcome, lower config).
+    similarity_max_photos, clock: StageClock,
+) -> _Decided:
+    """The rule's verdict (prior) and the measured selection, whose winner (and lower-layer tap) is used.
 
     One forward pass per new photo gives the top features and every lower-layer tap; the
     similarity score (the rule's input) reads the default tap of a stratified subset of them.
@@ -317,12 +264,10 @@ def _decide_by_measurement(
         taps.append((lower.block, lower.grid))
     top_x, tap_x, computed = taps_features_cached(
         samples=train, cache=cache, top_ns=top_ns, taps=taps, net=net, preprocessing=preprocessing,
-        batch_size=batch_size, progress=lambda done, total: report("decide", 0.3 * done / max(total, 1)),
+        batch_size=batch_size, progress=clock.counter("decide", scale=0.3),
     )
     position = {s.key: i for i, s in enumerate(train)}
-    subset = _stratified_subset(train, limit=similarity_max_photos)
-    if min(sum(1 for s in subset if s.label == i) for i in range(len(counts))) < 2:
-        raise PipelineError("measuring similarity needs at least 2 training photos per label")
+    subset = _similarity_subset(train, limit=similarity_max_photos, num_labels=len(counts))
     rows = torch.as_tensor([position[s.key] for s in subset])
     measured = similarity_from_features(
         features=LayerFeatures(lower=tap_x[(lower.block, lower.grid)][rows], top=top_x[rows], block=lower.block,
@@ -334,19 +279,62 @@ def _decide_by_measurement(
     outcome = strategy_select(
         decision=prior, config=selection, train=train, top_x=top_x, lower_x=tap_x, net=net,
         preprocessing=preprocessing, probe=probe, uncached=computed,
-        report=lambda fraction: report("decide", 0.3 + 0.7 * fraction),
+        report=lambda fraction: clock.report("decide", 0.3 + 0.7 * fraction),
     )
     decision = dataclasses.replace(
         prior, choice=outcome.winner, reason=f"{prior.reason}; measured: {outcome.why}", selection=outcome.to_record()
     )
-    return decision, outcome, outcome.lower
+    return _Decided(decision, outcome, outcome.lower)
+
+
+def _similarity_subset(train: Sequence[Sample], *, limit: int, num_labels: int) -> list[Sample]:
+    """The train photos similarity is measured on; refuses labels with fewer than 2 of them."""
+    subset = _stratified_subset(train, limit=limit)
+    if min(sum(1 for s in subset if s.label == i) for i in range(num_labels)) < 2:
+        raise PipelineError("measuring similarity needs at least 2 training photos per label")
+    return subset
+
+
+def _lower_namespace(top_ns: str, lower: LowerLayerConfig) -> str:
+    """Feature-cache namespace of a lower-layer tap."""
+    return f"{top_ns}:lower{lower.block}x{lower.grid}"
+
+
+# -- features, train, evaluate -----------------------------------------------------------------
+
+
+def _lower_features(
+    *, choice: str, train, cache, namespace: str, net, preprocessing, lower, batch_size: int, progress
+):
+    """The lower-layer probe's features of the train photos (cached ones reused) and how many were computed.
+
+    Other strategies train on the photos themselves: (None, 0).
+    """
+    from training.ml.similarity import layer_features_extract
+
+    if choice != "lower_layer_probe":
+        return None, 0
+    return features_cached(
+        samples=train,
+        cache=cache,
+        namespace=namespace,
+        extract=lambda todo, on_batch: layer_features_extract(
+            backbone=net,
+            images=[s.open_image for s in todo],
+            preprocessing=preprocessing,
+            block=lower.block,
+            grid=lower.grid,
+            batch_size=batch_size,
+            progress=on_batch,
+        ).lower,
+        progress=progress,
+    )
 
 
 def _strategy_train(
     *,
     choice: str,
     train: Sequence[Sample],
-    train_y: list[int],
     labels: tuple[str, ...],
     net,
     backbone: BackboneConfig,
@@ -355,12 +343,25 @@ def _strategy_train(
     lower_x,
     fine_tune: FineTuneConfig,
     from_scratch: FineTuneConfig,
+    selected,
+    selection: SelectionConfig | None,
     batch_size: int,
     progress: Callable[[int, int], None],
 ):
-    """Run one non-linear-probe strategy; returns (StrategyOutcome, its config)."""
+    """Run one non-linear-probe strategy; returns (StrategyOutcome, its config).
+
+    A fine-tuning candidate that won the measured selection refits on its cached frozen
+    activations (``selected.acts``) instead of decoding the photos again.
+    """
     from training.ml import networks
 
+    train_y = [s.label for s in train]
+    if choice == "fine_tune" and selected is not None and selected.acts is not None:
+        outcome = networks.fine_tune_cached(
+            backbone=net, acts=selected.acts, targets=train_y, num_classes=len(labels),
+            config=selection.fine_tune, views=selection.fine_tune_views, progress=progress,
+        )
+        return outcome, selection.fine_tune
     images = [s.open_image for s in train]
     common = {"images": images, "targets": train_y, "num_classes": len(labels), "preprocessing": preprocessing}
     try:
@@ -377,12 +378,15 @@ def _strategy_train(
             )
             return outcome, from_scratch
     except ImageDecodeError as exc:
-        raise _decode_error_for(exc, train) from exc
+        raise decode_error_for(exc, train) from exc
     raise PipelineError(f"unknown strategy {choice!r}")
 
 
-def _probabilities(model, samples: Sequence[Sample], *, preprocessing: Preprocessing, batch_size: int):
-    """The torch model's probabilities [N, C] (float32 numpy) for samples, preprocessed as an app does."""
+def samples_probabilities(model, samples: Sequence[Sample], *, preprocessing: Preprocessing, batch_size: int):
+    """The torch model's probabilities [N, C] (float32 numpy) for samples, preprocessed as an app does.
+
+    A photo that does not decode raises ``ImageDecodeError`` naming its key.
+    """
     import numpy as np
     import torch
 
@@ -390,52 +394,23 @@ def _probabilities(model, samples: Sequence[Sample], *, preprocessing: Preproces
 
     model.eval()
     out = []
-    with torch.inference_mode():
-        for batch in image_batches([s.open_image for s in samples], preprocessing=preprocessing, batch_size=batch_size):
-            out.append(model(torch.from_numpy(batch)).float().numpy())
+    try:
+        with torch.inference_mode():
+            for batch in image_batches([s.open_image for s in samples], preprocessing=preprocessing,
+                                       batch_size=batch_size):
+                out.append(model(torch.from_numpy(batch)).float().numpy())
+    except ImageDecodeError as exc:
+        raise decode_error_for(exc, samples) from exc
     return np.concatenate(out).astype(np.float32)
 
 
-def _export_verify(
-    *,
-    model,
-    holdout: Sequence[Sample],
-    holdout_y: list[int],
-    reference,
-    labels: tuple[str, ...],
-    preprocessing: Preprocessing,
-    out_dir: Path,
-    artifact_name: str,
-    strategy: str,
-    tolerance: ParityTolerance,
-    batch_size: int,
-    threads: int,
-    report: Callable[[str, float], None],
-):
-    """Export ONE self-contained ONNX file and check it with onnxruntime; delete it on failure."""
-    from training.ml import export
+def _onnx_export(model, path: Path, preprocessing: Preprocessing, labels: tuple[str, ...], strategy: str) -> Path:
+    """ONE self-contained ONNX file of the trained model, its strategy in the metadata."""
+    from training.ml import export  # looked up at call time: tests replace export.onnx_export
 
-    t0 = time.perf_counter()
-    report("export", 0.0)
-    artifact = export.onnx_export(
-        model=model,
-        path=out_dir / artifact_name,
-        preprocessing=preprocessing,
-        labels=labels,
-        metadata={"strategy": strategy},
+    return export.onnx_export(
+        model=model, path=path, preprocessing=preprocessing, labels=labels, metadata={"strategy": strategy}
     )
-    export_seconds = time.perf_counter() - t0
-    report("export", 1.0)
-
-    t0 = time.perf_counter()
-    report("verify", 0.0)
-    checked = artifact_verify(
-        artifact=Path(artifact), holdout=holdout, reference=reference, y_true=holdout_y,
-        preprocessing=preprocessing, tolerance=tolerance, batch_size=batch_size, threads=threads,
-        progress=lambda done, total: report("verify", done / max(total, 1)),
-    )
-    verify_seconds = time.perf_counter() - t0
-    return checked, artifact, export_seconds, verify_seconds
 
 
 def _layer_features_cached(
@@ -471,7 +446,7 @@ def _layer_features_cached(
                 progress=progress,
             )
         except ImageDecodeError as exc:
-            raise _decode_error_for(exc, [subset[i] for i in todo]) from exc
+            raise decode_error_for(exc, [subset[i] for i in todo]) from exc
         for j, i in enumerate(todo):
             rows[i] = (fresh.top[j].clone(), fresh.lower[j].clone())
             cache[f"{top_ns}:{subset[i].key}"] = rows[i][0]
