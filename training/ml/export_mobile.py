@@ -107,8 +107,9 @@ def _tflite_int8(litert_torch, model, example, calibration, float_stem_convs: in
     as in the ONNX and pte int8 files (``compress._float_nodes`` has the measurement); the input
     layout transpose before them is quantized, so the file takes an int8 input tensor; its range
     is ``input_range`` (ai-edge-quantizer's moving-average min/max of the photos would clip
-    bright pixels), which for one mean and std loses nothing the photo's 8-bit pixels had. Quantizing the stem and head too (litert-torch's
-    PT2EQuantizer cannot leave them out) cost 11.8 points on ants/bees (README).
+    bright pixels), which for one mean and std loses nothing the photo's 8-bit pixels had.
+    Quantizing the stem and head too (litert-torch's PT2EQuantizer cannot leave them out) cost
+    11.8 points on ants/bees (README).
     """
     import torch
 
