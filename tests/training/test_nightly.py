@@ -176,14 +176,15 @@ def _real_tflite_and_core_ml_check(card: dict, version: ModelVersion) -> None:
 
     rows = {(r["variant"], r["format"]): r for r in card["variants"]}
     int8 = rows[("int8", "tflite")]
-    assert int8["status"] in ("offered", "rejected"), int8  # built, loaded and run by LiteRT (not "failed")
-    # Its holdout agreement with the float model, measured by LiteRT, decides: the full-integer file
-    # (stem and head quantized too) disagrees on several photos today (bench: 0.856 of 153), and a
-    # file below the policy's floor must never reach apps.
-    assert 0.0 <= int8["top1_agreement"] <= 1.0 and int8["size_ratio"] <= 0.35
-    if int8["top1_agreement"] < card["policy"]["min_agreement"]:
-        assert int8["status"] == "rejected" and "agreement" in int8["reason"]
-    assert int8["tensors"]["inputs"][0]["dtype"] == "int8"
+    # Built, loaded and run by LiteRT from its bytes (not "failed"), at most 0.30x the fp32 .tflite
+    # file (issue 17's target); stem and head in float as in the ONNX and pte files. The policy
+    # decides from its fidelity: a few disagreements among a small project's witnesses cannot show
+    # < 1% (bench, 550 witnesses: 3 disagree, rejected), and a rejected file must never reach apps.
+    assert int8["status"] in ("offered", "rejected"), int8
+    assert 0.0 <= int8["top1_agreement"] <= 1.0 and int8["size_ratio"] <= 0.30, int8
+    if int8["status"] == "rejected":
+        assert "disagree" in int8["reason"] or "agreement" in int8["reason"], int8["reason"]
+    assert int8["tensors"]["inputs"][0]["dtype"] == "int8" and int8["tensors"]["outputs"][0]["dtype"] == "float32"
     # The stored bytes apps download: the int8 file if the policy offered it (else the fp32 one).
     stored = version.artifacts.filter(format="tflite").order_by("-recommended", "size").first()
     assert stored is not None and (stored.variant == "int8") == (int8["status"] == "offered")

@@ -56,8 +56,8 @@ _VARIANTS = {
 _TFLITE_METHODS = {
     "fp32": "litert-torch convert (float32)",
     "fp16": "litert-torch convert, then ai-edge-quantizer float16 weight-only (compute stays float32)",
-    "int8": "full-integer int8: torchao PT2E with litert-torch's PT2EQuantizer, symmetric per-channel weights, "
-            "int8 activations; float32 input and output",
+    "int8": "int8: ai-edge-quantizer static_wi8_ai8 on the float file, per-channel int8 weights, int8 activations, "
+            "int8 input; stem and head in float, float32 output",
 }
 _COREML_METHODS = {
     "fp16": "coremltools ML Program, fp16 weights and compute",
@@ -450,7 +450,8 @@ def _build(*, source: _Source, variant: str, fmt: str, sources: _Sources) -> Bui
     if fmt == "tflite":
         calibration = sources.calibration_arrays(pre) if precision == "int8" else None
         export_mobile.tflite_export(model=source.model, path=path, input_size=pre.input_size, precision=precision,
-                                    calibration=calibration)
+                                    calibration=calibration, float_stem_convs=FLOAT_STEM_CONVS,
+                                    input_range=export_mobile.input_value_range(pre))
         details["tflite"] = _TFLITE_METHODS[precision]
         if calibration is not None:
             details["tflite"] = {"method": _TFLITE_METHODS[precision], "calibration_photos": len(calibration)}
