@@ -129,9 +129,8 @@ def coreml_export(*, model, path: Path, preprocessing: Preprocessing, labels: Se
     (None: one per tensor), on every weight of at least ``PALETTE_MIN_ELEMENTS`` elements; smaller
     ones, and those whose output channels ``group_size`` does not divide, stay fp16. Below 8
     bits, weights of fewer than ``low_bits_min_elements`` (None: ``PALETTE_LOW_BITS_MIN_ELEMENTS``)
-    elements get 8-bit tables. Grouped
-    tables need iOS 18 / macOS 15 (the package's deployment target); fp16 and per-tensor
-    packages run from iOS 16.
+    elements get 8-bit tables. Grouped tables need iOS 18 / macOS 15 (the package's deployment
+    target); fp16 and per-tensor packages run from iOS 16.
     """
     ct = _import("coremltools", "coremltools")
     import torch
@@ -239,8 +238,8 @@ def palettize_torch(model, *, bits: int | None, min_elements: int = PALETTE_MIN_
     grouping of ``coreml_export``; weights below the size, or whose output channels
     ``group_size`` does not divide, stay fp16, as ``palettize_weights`` leaves them; below 8 bits,
     weights of fewer than ``low_bits_min_elements`` (None: ``PALETTE_LOW_BITS_MIN_ELEMENTS``)
-    elements get 8-bit palettes. Computation
-    stays float32, so the score estimates the weights' cost, not fp16 arithmetic on the phone.
+    elements get 8-bit palettes. Computation stays float32, so the score estimates the weights'
+    cost, not fp16 arithmetic on the phone.
     The copy's ``palette_bits`` lists the bit widths it used (the structure check expects the
     fewest of them in the file; empty: nothing palettized).
     """
