@@ -15,9 +15,11 @@ that behaves like it is correct:
                  URL without sending the app key there; verify sha256; move into place
                  atomically; keep the previous version's file (the next delta starts from it).
 3. ``load()``     open the file with onnxruntime (``.onnx``), the ExecuTorch runtime (``.pte``) or
-                 LiteRT's interpreter (``.tflite``, package ai-edge-litert); an int8 input is
-                 quantized with the scale and zero point the file (and the manifest's ``tensors``)
-                 states. Core ML (``.mlpackage.zip``) runs on Apple platforms only.
+                 LiteRT's interpreter (``.tflite``, package ai-edge-litert); a TFLite input is fed
+                 in the layout its shape says (NCHW [1, 3, S, S], or NHWC [1, S, S, 3] as TensorFlow
+                 makes them) and an int8 one is quantized with the scale and zero point the file
+                 (and the manifest's ``tensors``) states. Core ML (``.mlpackage.zip``) runs on Apple
+                 platforms only.
 4. ``classify()`` preprocess a photo exactly as the manifest's ``input`` says (an unknown key
                  or value is an error, never a guess) and return (label, probabilities).
 5. ``report()``   send telemetry (downloaded, loaded / load_failed, inference latencies).
@@ -92,25 +94,66 @@ MAX_LATENCY_SAMPLES = 100  # PROTOCOL.md: at most 100 latency samples per infere
 TIMEOUT_S = 30.0
 
 
-def tflite_invoke(interpreter, batch: np.ndarray) -> np.ndarray:
-    """Run a LiteRT interpreter on a float32 NCHW batch of one; quantize/dequantize integer tensors.
+def tensor_layout(shape: Iterable[int]) -> str:
+    """The layout of an image input tensor from its shape: "NCHW" ([1, 3, H, W]) or "NHWC" ([1, H, W, 3]).
 
-    A full-integer file takes int8 input: q = round(x / scale + zero_point), clipped to the
-    dtype's range; an integer output is turned back into real values as (q - zero_point) * scale.
+    Files the platform makes take NCHW; TFLite files made by TensorFlow (the Firebase ML era)
+    take NHWC. PROTOCOL.md, "Formats": a ``tflite`` entry's ``tensors`` give the input's shape.
+    """
+    dims = [int(d) for d in shape]
+    if len(dims) == 4 and dims[1] == 3 and dims[3] != 3:
+        return "NCHW"
+    if len(dims) == 4 and dims[3] == 3 and dims[1] != 3:
+        return "NHWC"
+    raise UnsupportedPreprocessing(f"input tensor of shape {dims}: neither [1, 3, H, W] nor [1, H, W, 3]")
+
+
+def tflite_invoke(interpreter, batch: np.ndarray, *, layout: str = "NCHW") -> np.ndarray:
+    """Run a LiteRT interpreter on a float32 batch of one laid out as ``layout``; quantize integer tensors.
+
+    The file's input tensor decides: a [1, H, W, 3] input gets the batch transposed to NHWC, a
+    [1, 3, H, W] one to NCHW (never a reshape, which would scramble the pixels). A full-integer
+    file takes int8 input: q = round(x / scale + zero_point), clipped to the dtype's range; an
+    integer output is turned back into real values as (q - zero_point) * scale.
     """
     source, target = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    x = np.asarray(batch, dtype=np.float32).reshape(source["shape"])
+    x = np.asarray(batch, dtype=np.float32)
+    wanted = tensor_layout(source["shape"])
+    if layout != wanted:
+        x = x.transpose(0, 2, 3, 1) if wanted == "NHWC" else x.transpose(0, 3, 1, 2)
+    shape = [int(d) for d in source["shape"]]
+    if list(x.shape) != shape:
+        raise ClientError(f"the model takes {shape} ({wanted}), the input is {list(x.shape)}")
     scale, zero_point = source.get("quantization") or (0.0, 0)
     if np.dtype(source["dtype"]).kind in "iu" and scale:
         info = np.iinfo(source["dtype"])
         x = np.clip(np.round(x / scale + zero_point), info.min, info.max)
-    interpreter.set_tensor(source["index"], x.astype(source["dtype"]))
+    interpreter.set_tensor(source["index"], np.ascontiguousarray(x).astype(source["dtype"]))
     interpreter.invoke()
     y = interpreter.get_tensor(target["index"])
     scale, zero_point = target.get("quantization") or (0.0, 0)
     if np.dtype(target["dtype"]).kind in "iu" and scale:
         y = (y.astype(np.float32) - zero_point) * scale
     return np.array(y, dtype=np.float32)
+
+
+def tflite_tensors_check(interpreter, tensors: dict | None) -> None:
+    """Refuse a file whose input tensor is not the one the manifest's ``tensors`` describe.
+
+    Shape (hence layout), dtype and, for an integer input, scale and zero point must agree: a
+    file that differs from what the server measured is not run on a guess.
+    """
+    if not tensors or not tensors.get("inputs"):
+        return
+    stated, source = tensors["inputs"][0], interpreter.get_input_details()[0]
+    actual = {"shape": [int(d) for d in source["shape"]], "dtype": np.dtype(source["dtype"]).name}
+    if [int(d) for d in stated.get("shape", [])] != actual["shape"] or stated.get("dtype") != actual["dtype"]:
+        raise IntegrityError(f"the file's input is {actual}, the manifest says {stated}")
+    quantization = stated.get("quantization")
+    scale, zero_point = source.get("quantization") or (0.0, 0)
+    if quantization and not (math.isclose(float(quantization["scale"]), float(scale), rel_tol=1e-6)
+                             and int(quantization["zero_point"]) == int(zero_point)):
+        raise IntegrityError(f"the file's input quantization is {(scale, zero_point)}, the manifest says {quantization}")
 
 
 # --- errors ---------------------------------------------------------------------------------
@@ -265,7 +308,11 @@ INPUT_KEYS = {
     "layout",  # "NCHW" or "NHWC"
     "dtype",  # "float32"
     "scale",  # pixel scaling before mean/std: 1/255 (number) or "0..1"
-    "output",  # what the model returns: "probabilities" or "logits" (softmax applied here)
+    "output",  # what the model returns: "probabilities", or "logits" / "scores" (softmax applied here)
+    # An imported file with an integer input (PROTOCOL.md, "Imported versions"): the float input
+    # above is quantized with the file's own scale and zero point (``tflite_invoke``), which
+    # ``load()`` checks against the manifest's ``tensors``.
+    "input_dtype", "input_quantization",
 }
 _RESIZE_MODES = {"shorter_side_bilinear_antialias"}
 _ONE_OVER_255 = 1.0 / 255.0
@@ -318,7 +365,7 @@ class InputSpec:
             input_size=input_size, resize=resize, mean=mean, std=std,
             channel_order=expect("channel_order", {"RGB", "BGR"}, "RGB"),
             layout=expect("layout", {"NCHW", "NHWC"}, "NCHW"),
-            output=expect("output", {"probabilities", "logits"}, "probabilities"),
+            output=expect("output", {"probabilities", "logits", "scores"}, "probabilities"),
         )
 
 
@@ -478,6 +525,7 @@ class _Installed:
     file: str  # a name under cache_dir
     input: dict = field(default_factory=dict)
     labels: list = field(default_factory=list)
+    tensors: dict = field(default_factory=dict)  # a tflite entry's input/output tensors, as the manifest said
 
 
 class ModelClient:
@@ -797,6 +845,7 @@ class ModelClient:
             "version": result.version, "format": artifact["format"], "variant": artifact["variant"],
             "sha256": artifact["sha256"], "file": result.path.relative_to(self.cache_dir).as_posix(),
             "input": artifact.get("input") or manifest.get("input") or {}, "labels": manifest.get("labels") or [],
+            "tensors": artifact.get("tensors") or {},
         }
         self._state_save()
         keep = {result.path.parent.name, previous["file"].split("/")[0] if previous else None}
@@ -834,6 +883,7 @@ class ModelClient:
                     raise ClientError("a .tflite model needs the LiteRT runtime: pip install ai-edge-litert") from exc
                 interpreter = Interpreter(model_path=str(path), num_threads=min(2, os.cpu_count() or 1))
                 interpreter.allocate_tensors()
+                tflite_tensors_check(interpreter, installed.tensors)  # its layout and quantization as stated
                 self._session = ("tflite", interpreter, None)
             elif installed.format == "mlpackage":
                 raise ClientError("Core ML packages run on Apple platforms only (MLModel); choose another format here")
@@ -861,14 +911,14 @@ class ModelClient:
         if kind == "onnx":
             output = runtime.run(None, {input_name: batch})[0]
         elif kind == "tflite":
-            output = tflite_invoke(runtime, batch)
+            output = tflite_invoke(runtime, batch, layout=spec.layout)
         else:
             import torch
 
             output = runtime.forward((torch.from_numpy(batch),))[0].numpy().copy()
         self._latencies.append((time.perf_counter() - start) * 1000.0)
         scores = np.asarray(output, dtype=np.float64).reshape(-1)
-        probabilities = softmax(scores) if spec.output == "logits" else scores
+        probabilities = softmax(scores) if spec.output in ("logits", "scores") else scores
         labels = installed.labels
         if len(labels) != len(probabilities):
             raise ClientError(f"the model returned {len(probabilities)} scores for {len(labels)} labels")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import io
 import json
 import subprocess
 import sys
@@ -194,3 +195,41 @@ def test_a_wrong_app_key_is_refused_with_the_protocol_error(server, tmp_path):
     with pytest.raises(mc.ServerError) as caught:
         client.check()
     assert (caught.value.status, caught.value.code) == (401, "app_key_invalid")
+
+
+def test_an_nhwc_tflite_model_imported_by_staff_reaches_the_reference_client(server, project, staff_api, tmp_path):
+    """A Firebase-era TFLite file (made by litert-torch outside the pipeline, NHWC input, labels packed
+    in the file) is imported through the staff API, released on an Android channel, and an app
+    polling with formats=tflite downloads it (sha256 checked), loads it with LiteRT and runs it."""
+    pytest.importorskip("ai_edge_litert")
+    from mobile_api.services import channel_create
+
+    base_url, key, _ = server
+    payload = (Path(__file__).resolve().parents[1] / "training" / "tiny_models" / "colours-nhwc-labels.tflite"
+               ).read_bytes()
+    upload = io.BytesIO(payload)
+    upload.name = "colours.tflite"
+    response = staff_api.post("/api/mobile/v1/staff/models/ants-bees/versions/import",
+                              {"file": upload, "mean": "0.5,0.5,0.5", "std": "0.5,0.5,0.5"})
+    assert response.status_code == 201, response.content[:400]
+    assert response.json()["source_sha256"] == hashlib.sha256(payload).hexdigest()
+    channel_create(project=project, name="android")
+    promoted = staff_api.post("/api/mobile/v1/staff/models/ants-bees/channels/android/promote",
+                              {"version": 1, "formats": ["tflite"], "reason": "moved from Firebase"}, format="json")
+    assert promoted.status_code == 201, promoted.content[:400]
+
+    client = mc.ModelClient(base_url, key, "ants-bees", "install-nhwc-0001", tmp_path / "app", "1.0", "android",
+                            ["tflite"], channel="android")
+    manifest = client.check()
+    (artifact,) = manifest["artifacts"]
+    assert (artifact["format"], artifact["input"]["layout"]) == ("tflite", "NHWC")
+    assert artifact["tensors"]["inputs"][0]["shape"] == [1, 8, 8, 3]
+    result = client.download()
+    assert result.path.read_bytes() == payload and client.installed.sha256 == hashlib.sha256(payload).hexdigest()
+    for colour, expected in (((220, 20, 20), "ants"), ((20, 20, 220), "bees")):
+        photo = tmp_path / f"{expected}.png"
+        Image.new("RGB", (24, 16), colour).save(photo)
+        label, probabilities = client.classify(photo)
+        assert label == expected and max(probabilities) > 0.9
+    assert [e["event"] for e in client.pending_events] == ["downloaded", "loaded"]
+    assert client.report() == 202

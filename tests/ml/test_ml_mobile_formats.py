@@ -35,6 +35,15 @@ def _run(tmp_path, config: CompressionConfig, model=None):
     )
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _every_weight_at_the_variants_bits():
+    """The tiny CNN's weights are all below PALETTE_LOW_BITS_MIN_ELEMENTS: palettize them at the
+    variant's bits here, so the tests see 4-bit tables (the 8-bit rule has its own test)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("training.ml.export_mobile.PALETTE_LOW_BITS_MIN_ELEMENTS", 0)
+        yield
+
+
 @pytest.fixture(scope="module")
 def mobile(tmp_path_factory):
     """TFLite fp32/fp16/int8 and Core ML fp16/pal4 of the tiny model, built and measured once."""
@@ -246,9 +255,9 @@ def test_palettized_torch_weights_take_2_to_the_bits_values_and_lose_more_with_f
         errors[bits] = float(np.abs(palette[index] - weights).mean())
     assert errors[8] < errors[4] < errors[2]
     model = _tiny_model()
-    pal2 = palettize_torch(model, bits=2, min_elements=100)
+    pal2 = palettize_torch(model, bits=2, min_elements=100, group_size=None, low_bits_min_elements=0)
     conv = pal2.net[3].weight  # 32x16x3x3: palettized; the stem (16x3x3x3 = 432) too
-    assert torch.unique(conv).numel() <= 4
+    assert torch.unique(conv).numel() <= 4 and pal2.palette_bits == [2]
     assert torch.equal(model.net[3].weight, _tiny_model().net[3].weight)  # the original is untouched
     # BatchNorm is folded into the convolutions first (as the Core ML converter does), so the
     # palettes are fitted to the weights the file stores; folding alone changes no answer.
@@ -282,3 +291,65 @@ def test_the_reference_client_runs_the_tflite_files_as_the_server_measured_them(
         for i in range(len(x)):
             app = client.tflite_invoke(interpreter, x[i : i + 1]).reshape(1, -1)
             np.testing.assert_allclose(app, server(x[i : i + 1]), atol=1e-6)
+
+
+def test_grouped_palettes_follow_coremltools_rules_and_cost_less_than_one_palette_per_tensor():
+    """One table per 16 output channels (as per_grouped_channel builds them); 8 bits below the size rule."""
+    import torch
+
+    from training.ml.export_mobile import palettize_torch
+
+    model = _tiny_model()
+    grouped = palettize_torch(model, bits=2, min_elements=100, group_size=16, low_bits_min_elements=0)
+    conv = grouped.net[3].weight.reshape(2, -1)  # 32 output channels: two groups of 16
+    assert all(torch.unique(group).numel() <= 4 for group in conv) and torch.unique(conv).numel() > 4
+    # A weight whose output channels 16 does not divide (the 2-class head) stays fp16, as coremltools skips it.
+    head = model.net[11].weight
+    assert torch.equal(grouped.net[11].weight, head.half().float())
+    # Smaller than low_bits_min_elements: 8-bit tables instead of 2-bit ones.
+    mixed = palettize_torch(model, bits=2, min_elements=100, group_size=16, low_bits_min_elements=5000)
+    assert mixed.palette_bits == [2, 8]  # 32x16x3x3 (4608) at 8 bits, 32x32x3x3 (9216) at 2
+    assert torch.unique(mixed.net[3].weight.reshape(2, -1)[0]).numel() > 4
+    assert torch.unique(mixed.net[6].weight.reshape(2, -1)[0]).numel() <= 4
+    # Two tables of 4 values fit the folded weights closer than one table for the whole tensor.
+    folded = palettize_torch(model, bits=None).net[6].weight
+    per_tensor = palettize_torch(model, bits=2, min_elements=100, group_size=None, low_bits_min_elements=0)
+    error = {name: float(((m.net[6].weight - folded) ** 2).mean()) for name, m in (
+        ("tensor", per_tensor), ("grouped", grouped))}
+    assert error["grouped"] < error["tensor"]
+
+
+def test_the_structure_check_reads_grouped_palettes_and_refuses_a_package_that_differs(mobile, tmp_path):
+    import shutil
+
+    from training.ml.compress import _Built, coreml_check, model_probabilities, samples_arrays
+    from training.ml.export_mobile import coreml_export
+    from training.ml.formats import mlpackage_inspect
+
+    result, model, rows, out_dir = mobile
+    package = mlpackage_inspect((out_dir / "pal4.mlpackage.zip").read_bytes())
+    # Grouped tables: the iOS 18 opset, 16 channels per table, 4-bit indices.
+    assert package["palette_groups"] == [16] and package["weight_bits"] == 4
+    assert rows[("pal4", "mlpackage")]["structure"]["palette_groups"] == [16]
+    holdout = [s for s in _samples() if s.split == "holdout"]
+    x = samples_arrays(holdout, PRE)
+    reference = model_probabilities(model, x)
+    # A package palettized per tensor is not what the estimate scored: the row fails, naming why.
+    per_tensor = tmp_path / "pal4.mlpackage.zip"
+    coreml_export(model=model, path=per_tensor, preprocessing=PRE, labels=LABELS, variant="pal4", group_size=None)
+    assert mlpackage_inspect(per_tensor.read_bytes())["palette_groups"] == []
+    built = _Built("pal4", "mlpackage", "pal4", per_tensor, PRE, {}, None)
+    per_tensor_row = coreml_check(built=built, model=model, inputs=x, reference=reference,
+                                  y_true=[s.label for s in holdout], offer_unexecuted=True)
+    assert per_tensor_row["status"] == "failed"
+    assert "look-up tables cover whole tensors output channels, the estimate 16" in per_tensor_row["reason"]
+    shutil.copy(out_dir / "pal4.mlpackage.zip", tmp_path / "grouped.zip")
+    row = coreml_check(built=_Built("pal2", "mlpackage", "pal2", tmp_path / "grouped.zip", PRE, {}, None),
+                       model=model, inputs=x, reference=reference, y_true=[s.label for s in holdout],
+                       offer_unexecuted=True)
+    assert row["status"] == "failed" and "stored weights have 4 bits, the variant promises 2" in row["reason"]
+    # Weights below low_bits_min_elements keep 8-bit tables in the file too: a bigger package.
+    mixed = tmp_path / "mixed.mlpackage.zip"
+    coreml_export(model=model, path=mixed, preprocessing=PRE, labels=LABELS, variant="pal4", low_bits_min_elements=5000)
+    assert mlpackage_inspect(mixed.read_bytes())["weight_bits"] == 4  # the 32x32x3x3 weight (9216)
+    assert mixed.stat().st_size > (out_dir / "pal4.mlpackage.zip").stat().st_size

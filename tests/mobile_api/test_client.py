@@ -561,3 +561,103 @@ def test_an_executorch_file_loads_and_classifies_like_torch(server, tmp_path):
     with torch.no_grad():
         expected = model(torch.from_numpy(x)).numpy()[0]
     np.testing.assert_allclose(probabilities, expected, atol=1e-5)
+
+
+# --- TFLite files in either layout --------------------------------------------------------------
+
+TINY_MODELS = Path(__file__).resolve().parents[1] / "training" / "tiny_models"
+
+
+class RecordingInterpreter:
+    """LiteRT's interpreter API (details, set_tensor, invoke, get_tensor), recording what it is fed."""
+
+    def __init__(self, shape, dtype=np.float32, quantization=(0.0, 0), output=(0.25, 0.75)):
+        self.input = {"index": 0, "shape": np.array(shape), "dtype": dtype, "quantization": quantization}
+        self.fed, self.output = None, np.array([output], dtype=np.float32)
+
+    def get_input_details(self):
+        return [self.input]
+
+    def get_output_details(self):
+        return [{"index": 1, "shape": np.array(self.output.shape), "dtype": np.float32, "quantization": (0.0, 0)}]
+
+    def set_tensor(self, index, value):
+        assert index == 0 and value.dtype == np.dtype(self.input["dtype"])
+        self.fed = value.copy()
+
+    def invoke(self):
+        pass
+
+    def get_tensor(self, index):
+        return self.output
+
+
+def test_the_layout_of_a_tflite_input_is_read_from_its_shape():
+    assert mc.tensor_layout([1, 3, 224, 224]) == "NCHW"
+    assert mc.tensor_layout(np.array([1, 192, 192, 3])) == "NHWC"
+    for shape in ([1, 3, 3, 3], [1, 224, 224], [1, 4, 8, 8]):
+        with pytest.raises(mc.UnsupportedPreprocessing):
+            mc.tensor_layout(shape)
+
+
+@pytest.mark.parametrize("given", ["NCHW", "NHWC"])
+def test_an_nhwc_tflite_input_gets_the_pixels_transposed_not_reshaped(given):
+    image = Image.fromarray(np.random.default_rng(3).integers(0, 256, (6, 6, 3), dtype=np.uint8))
+    spec = {"input_size": 6, "resize": 6, "mean": [0.5] * 3, "std": [0.5] * 3}
+    nhwc = mc.image_to_input(image, mc.InputSpec.from_manifest({**spec, "layout": "NHWC"}))
+    batch = mc.image_to_input(image, mc.InputSpec.from_manifest({**spec, "layout": given}))
+    interpreter = RecordingInterpreter([1, 6, 6, 3])
+    np.testing.assert_array_equal(mc.tflite_invoke(interpreter, batch, layout=given), [[0.25, 0.75]])
+    np.testing.assert_array_equal(interpreter.fed, nhwc)  # pixel (row, column) keeps its 3 channels
+
+
+def test_an_int8_nhwc_tflite_input_is_quantized_with_the_files_scale_and_zero_point():
+    x = np.linspace(-1, 1, 2 * 2 * 3, dtype=np.float32).reshape(1, 2, 2, 3)
+    interpreter = RecordingInterpreter([1, 2, 2, 3], dtype=np.int8, quantization=(1 / 127.5, -1))
+    mc.tflite_invoke(interpreter, x.transpose(0, 3, 1, 2), layout="NCHW")
+    assert interpreter.fed.dtype == np.int8
+    np.testing.assert_array_equal(interpreter.fed, np.clip(np.round(x * 127.5 - 1), -128, 127))
+    with pytest.raises(mc.ClientError, match=r"takes \[1, 2, 2, 3\]"):
+        mc.tflite_invoke(interpreter, np.zeros((1, 3, 4, 4), dtype=np.float32))
+
+
+def test_a_tflite_file_whose_input_is_not_the_manifests_is_refused():
+    interpreter = RecordingInterpreter([1, 8, 8, 3], dtype=np.int8, quantization=(0.0078, -1))
+    stated = {"name": "x", "shape": [1, 8, 8, 3], "dtype": "int8", "quantization": {"scale": 0.0078, "zero_point": -1}}
+    mc.tflite_tensors_check(interpreter, {"inputs": [stated]})
+    mc.tflite_tensors_check(interpreter, {})  # an older manifest without tensors: the file's own details rule
+    for change in ({"shape": [1, 3, 8, 8]}, {"dtype": "float32"}, {"quantization": {"scale": 0.5, "zero_point": -1}}):
+        with pytest.raises(mc.IntegrityError):
+            mc.tflite_tensors_check(interpreter, {"inputs": [{**stated, **change}]})
+
+
+def test_an_imported_nhwc_tflite_file_is_downloaded_and_run_by_the_client(server, tmp_path):
+    """A TFLite file made outside the pipeline (litert-torch, NHWC input) with the manifest an import gets."""
+    pytest.importorskip("ai_edge_litert")
+    data = (TINY_MODELS / "colours-nhwc-labels.tflite").read_bytes()
+    manifest = manifest_for(server, 1, data)
+    tensors = {"inputs": [{"name": "args_0", "shape": [1, 8, 8, 3], "dtype": "float32", "quantization": None}],
+               "outputs": [{"name": "output_0", "shape": [1, 2], "dtype": "float32", "quantization": None}]}
+    nhwc = {**Preprocessing(input_size=8, resize=8).to_manifest(), "layout": "NHWC", "output": "probabilities"}
+    manifest["artifacts"] = [{**manifest["artifacts"][-1], "format": "tflite", "variant": "fp32",
+                              "runtime": "litert", "input": nhwc, "tensors": tensors}]
+    serve_manifest(server, manifest, '"e1"')
+    client = mc.ModelClient(server.url, "mk_test_secret", "ants-bees", "install-0001", tmp_path / "cache", "2.3.0",
+                            "android", ["tflite"])
+    client.check()
+    assert client.download().path.suffix == ".tflite"
+    for colour, expected in (((220, 20, 20), "ants"), ((20, 20, 220), "bees"), ((200, 40, 60), "ants")):
+        photo = tmp_path / "photo.png"
+        Image.new("RGB", (16, 10), colour).save(photo)
+        label, probabilities = client.classify(photo)
+        assert label == expected and max(probabilities) > 0.9 and sum(probabilities) == pytest.approx(1, abs=1e-5)
+    # The manifest says NCHW for a file that takes NHWC: the client transposes as the file's shape says.
+    client.state["installed"]["input"] = {**nhwc, "layout": "NCHW"}
+    client._session = None
+    assert client.classify(photo)[0] == "ants"
+    # A manifest whose tensors are not the file's: refused at load, reported as load_failed.
+    client.state["installed"]["tensors"] = {**tensors, "inputs": [{**tensors["inputs"][0], "shape": [1, 3, 8, 8]}]}
+    client._session = None
+    with pytest.raises(mc.IntegrityError):
+        client.load()
+    assert client.pending_events[-1]["event"] == "load_failed"

@@ -61,8 +61,8 @@ _TFLITE_METHODS = {
 }
 _COREML_METHODS = {
     "fp16": "coremltools ML Program, fp16 weights and compute",
-    "pal": "coremltools palettize_weights k-means, {bits}-bit per-tensor look-up tables (fp16 values) on weights "
-           "of >= 2048 elements, the rest fp16",
+    "pal": "coremltools palettize_weights k-means, {bits}-bit look-up tables (fp16 values) per 16 output channels "
+           "on weights of >= 2048 elements (8-bit below 16384 elements), the rest fp16",
 }
 
 #: Convolutions at the input that stay in float in int8 files (the stem: MobileNetV2's first
@@ -993,7 +993,7 @@ def coreml_check(
     palettized weights (``palettize_torch``), marked as estimates. Unless the policy offers
     unexecuted files, the row is rejected with the reason.
     """
-    from training.ml.export_mobile import palettize_torch
+    from training.ml.export_mobile import PALETTE_GROUP_SIZE, palettize_torch
     from training.ml.formats import PALETTE_BITS, STRUCTURE_ONLY, mlpackage_inspect
     from training.ml.inference import INPUT_NAME, file_sha256
     from training.ml.parity import predictions_compare
@@ -1017,12 +1017,16 @@ def coreml_check(
     embedded = structure["metadata"].get("preprocessing")
     if embedded is None or json.loads(embedded) != json.loads(json.dumps(built.preprocessing.to_manifest())):
         problems.append("the embedded preprocessing differs from the manifest's")
-    bits = PALETTE_BITS.get(built.variant, 16)
+    # The estimate palettizes what the file should hold: its fewest bits and channels per table.
+    estimator = palettize_torch(model, bits=PALETTE_BITS.get(built.variant))
+    bits = min(estimator.palette_bits, default=16)
     if structure["weight_bits"] != bits:
         problems.append(f"stored weights have {structure['weight_bits']} bits, the variant promises {bits}")
+    if bits < 16 and structure["palette_groups"] != ([PALETTE_GROUP_SIZE] if PALETTE_GROUP_SIZE else []):
+        problems.append(f"look-up tables cover {structure['palette_groups'] or 'whole tensors'} output channels, "
+                        f"the estimate {PALETTE_GROUP_SIZE or 'whole tensors'}")
     if problems:
         return {**row, "status": FAILED, "reason": "; ".join(problems), "structure": structure}
-    estimator = palettize_torch(model, bits=PALETTE_BITS.get(built.variant))
     estimate = model_probabilities(estimator, inputs)
     compared = predictions_compare(reference=reference, candidate=estimate, y_true=y_true)
     # The same evidence as an executed file's (variant_check): the views, then the holdout's log-loss.
@@ -1058,7 +1062,8 @@ def coreml_check(
         "load_ms": None,
         "peak_memory_mb": None,
         "weight_bits": structure["weight_bits"],
-        "structure": {key: structure[key] for key in ("inputs", "outputs", "labels", "weight_bits")},
+        "structure": {key: structure[key]
+                      for key in ("inputs", "outputs", "labels", "weight_bits", "palette_groups")},
     }
 
 

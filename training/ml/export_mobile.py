@@ -23,6 +23,15 @@ from training.ml.inference import INPUT_NAME, METADATA_LABELS, METADATA_PREPROCE
 
 #: Weights smaller than this stay fp16 in palettized files (coremltools' default weight_threshold).
 PALETTE_MIN_ELEMENTS = 2048
+#: Output channels sharing one look-up table in palettized files (coremltools' per_grouped_channel
+#: granularity, iOS 18 / macOS 15). One table per tensor cost MobileNetV2 5 points even at 8 bits;
+#: one per 16 channels keeps 4 bits within the size target (README, "Core ML"). A weight whose
+#: output channels are not a multiple of it (e.g. a 2-class classifier) stays fp16, as coremltools does.
+PALETTE_GROUP_SIZE = 16
+#: Below 8 bits, weights with fewer elements than this keep 8-bit palettes: the narrow early layers
+#: and the depthwise convolutions (in MobileNetV2 5% of the palettized weights), measured to carry
+#: most of the 4-bit loss (README, "Core ML"); the large late layers hold the bytes.
+PALETTE_LOW_BITS_MIN_ELEMENTS = 16384
 
 
 class ConverterMissing(PipelineError):
@@ -222,21 +231,28 @@ def tflite_shared_quantization(payload: bytes) -> bytes:
 # -- Core ML -----------------------------------------------------------------------------------
 
 
-def coreml_export(*, model, path: Path, preprocessing: Preprocessing, labels: Sequence[str], variant: str) -> Path:
+def coreml_export(*, model, path: Path, preprocessing: Preprocessing, labels: Sequence[str], variant: str,
+                  group_size: int | None = PALETTE_GROUP_SIZE,
+                  low_bits_min_elements: int | None = None) -> Path:
     """A zipped Core ML ML Program (.mlpackage) of ``model`` at ``path``: "fp16" or "pal8/6/4/2".
 
     Input ``input`` is a float32 tensor [1, 3, S, S], normalised as ``preprocessing`` says (the
     manifest's mean/std differ per channel, which Core ML's ImageType cannot express), output
     ``probabilities`` [1, C]. Preprocessing and labels go into the package's user metadata.
-    Palettized variants: per-tensor k-means look-up tables of 2^bits fp16 values
-    (``coremltools.optimize.coreml.palettize_weights``) on every weight of at least
-    ``PALETTE_MIN_ELEMENTS`` elements; smaller ones stay fp16.
+    Palettized variants: k-means look-up tables of 2^bits fp16 values
+    (``coremltools.optimize.coreml.palettize_weights``), one per ``group_size`` output channels
+    (None: one per tensor), on every weight of at least ``PALETTE_MIN_ELEMENTS`` elements; smaller
+    ones, and those whose output channels ``group_size`` does not divide, stay fp16. Below 8
+    bits, weights of fewer than ``low_bits_min_elements`` (None: ``PALETTE_LOW_BITS_MIN_ELEMENTS``)
+    elements get 8-bit tables. Grouped tables need iOS 18 / macOS 15 (the package's deployment
+    target); fp16 and per-tensor packages run from iOS 16.
     """
     ct = _import("coremltools", "coremltools")
     import torch
 
     if variant != "fp16" and variant not in PALETTE_BITS:
         raise PipelineError(f"no Core ML {variant!r} variant")
+    grouped = variant in PALETTE_BITS and group_size is not None
     size = preprocessing.input_size
     with torch.no_grad():
         program = torch.export.export(model.eval(), _example(size)).run_decompositions({})
@@ -246,15 +262,28 @@ def coreml_export(*, model, path: Path, preprocessing: Preprocessing, labels: Se
         outputs=[ct.TensorType(name=OUTPUT_NAME, dtype=np.float32)],
         convert_to="mlprogram",
         compute_precision=ct.precision.FLOAT16,
-        minimum_deployment_target=ct.target.iOS16,
+        minimum_deployment_target=ct.target.iOS18 if grouped else ct.target.iOS16,
         skip_model_load=True,  # loading compiles for prediction: macOS only
     )
     if variant in PALETTE_BITS:
         from coremltools.optimize.coreml import OpPalettizerConfig, OptimizationConfig, palettize_weights
 
-        config = OptimizationConfig(global_config=OpPalettizerConfig(
-            mode="kmeans", nbits=PALETTE_BITS[variant], weight_threshold=PALETTE_MIN_ELEMENTS))
-        mlmodel = palettize_weights(mlmodel, config)
+        granularity = {"granularity": "per_grouped_channel", "group_size": group_size} if grouped else {}
+        bits = PALETTE_BITS[variant]
+        if low_bits_min_elements is None:
+            low_bits_min_elements = PALETTE_LOW_BITS_MIN_ELEMENTS
+
+        def palettes(nbits: int):
+            return OpPalettizerConfig(mode="kmeans", nbits=nbits, weight_threshold=PALETTE_MIN_ELEMENTS, **granularity)
+
+        # The converted program's weight constants, by size: the same rule palettize_torch applies.
+        kept_at_8 = {} if bits >= 8 else {
+            op.name: palettes(8) for op in mlmodel._mil_program.functions["main"].find_ops(op_type="const")
+            if isinstance(op.val.val, np.ndarray) and PALETTE_MIN_ELEMENTS <= op.val.val.size < low_bits_min_elements
+        }
+        mlmodel = palettize_weights(mlmodel, OptimizationConfig(global_config=palettes(bits), op_name_configs=kept_at_8))
+        mlmodel.user_defined_metadata["palette_group_size"] = str(group_size if grouped else 0)
+        mlmodel.user_defined_metadata["palette_8bit_below_elements"] = str(low_bits_min_elements if bits < 8 else 0)
     mlmodel.user_defined_metadata[METADATA_PREPROCESSING] = json.dumps(preprocessing.to_manifest(), sort_keys=True)
     mlmodel.user_defined_metadata[METADATA_LABELS] = json.dumps(list(labels))
     mlmodel.user_defined_metadata["variant"] = variant
@@ -312,14 +341,22 @@ def _batchnorm_folded(model):
     return model
 
 
-def palettize_torch(model, *, bits: int | None, min_elements: int = PALETTE_MIN_ELEMENTS):
+def palettize_torch(model, *, bits: int | None, min_elements: int = PALETTE_MIN_ELEMENTS,
+                    group_size: int | None = PALETTE_GROUP_SIZE,
+                    low_bits_min_elements: int | None = None):
     """A copy of ``model`` whose conv/linear weights are what a Core ML file of that variant stores.
 
-    BatchNorm is folded into the convolutions first, as the converter does. ``bits`` None: every
-    float weight rounded to fp16 (the "fp16" package); else each weight of at least
-    ``min_elements`` elements replaced by its per-tensor k-means palette of 2^bits fp16
-    values, smaller ones rounded to fp16, as ``palettize_weights`` does. Computation stays
-    float32, so the score estimates the weights' cost, not fp16 arithmetic on the phone.
+    BatchNorm is folded into the convolutions first, as the converter does, and every weight is
+    rounded to fp16 (the converter's weights). ``bits`` None: nothing more (the "fp16" package);
+    else each weight of at least ``min_elements`` elements is replaced by k-means palettes of
+    2^bits fp16 values, one per ``group_size`` output channels (None: one per tensor), exactly the
+    grouping of ``coreml_export``; weights below the size, or whose output channels
+    ``group_size`` does not divide, stay fp16, as ``palettize_weights`` leaves them; below 8 bits,
+    weights of fewer than ``low_bits_min_elements`` (None: ``PALETTE_LOW_BITS_MIN_ELEMENTS``)
+    elements get 8-bit palettes. Computation stays float32, so the score estimates the weights'
+    cost, not fp16 arithmetic on the phone.
+    The copy's ``palette_bits`` lists the bit widths it used (the structure check expects the
+    fewest of them in the file; empty: nothing palettized).
     """
     import copy
 
@@ -327,17 +364,26 @@ def palettize_torch(model, *, bits: int | None, min_elements: int = PALETTE_MIN_
     from torch import nn
 
     out = _batchnorm_folded(copy.deepcopy(model).eval())
+    if low_bits_min_elements is None:
+        low_bits_min_elements = PALETTE_LOW_BITS_MIN_ELEMENTS
+    widths = set()
     with torch.no_grad():
         for module in out.modules():
             if not isinstance(module, (nn.Conv2d, nn.Linear)):
                 continue
-            weight = module.weight.detach().cpu().numpy()
-            if bits is None or weight.size < min_elements:
-                new = weight.astype(np.float16).astype(np.float32)
-            else:
-                palette, index = kmeans_1d(weight, 2**bits)
-                new = palette.astype(np.float16).astype(np.float32)[index].reshape(weight.shape)
-            module.weight.copy_(torch.from_numpy(new))
+            weight = module.weight.detach().cpu().numpy().astype(np.float16).astype(np.float32)
+            channels = weight.shape[0]
+            group = channels if group_size is None else group_size
+            if bits is not None and weight.size >= min_elements and channels % group == 0:
+                rows = weight.reshape(channels // group, -1)  # output channels lead: one row per group
+                width = bits if bits >= 8 or weight.size >= low_bits_min_elements else 8
+                widths.add(width)
+                for row in rows:
+                    palette, index = kmeans_1d(row, 2**width)
+                    row[:] = palette.astype(np.float16).astype(np.float32)[index]
+                weight = rows.reshape(weight.shape)
+            module.weight.copy_(torch.from_numpy(weight))
             if module.bias is not None:
                 module.bias.copy_(module.bias.half().float())
+    out.palette_bits = sorted(widths)
     return out

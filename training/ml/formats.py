@@ -229,6 +229,7 @@ def mlpackage_inspect(payload: bytes) -> dict:
             raise VerificationError(f"coremltools cannot read the package: {type(exc).__name__}: {exc}") from exc
         spec = model.get_spec()
         bits = mlprogram_weight_bits(spec)
+        palette_groups = mlprogram_palette_groups(spec)
         user = dict(spec.description.metadata.userDefined)
     inputs = [_coreml_feature(f) for f in spec.description.input]
     outputs = [_coreml_feature(f) for f in spec.description.output]
@@ -238,6 +239,7 @@ def mlpackage_inspect(payload: bytes) -> dict:
         "outputs": outputs,
         "labels": labels,
         "weight_bits": bits,
+        "palette_groups": sorted(set(palette_groups)),  # channels per look-up table ([]: per tensor)
         "metadata": user,
         "size": len(payload),
         "executed": False,
@@ -298,6 +300,12 @@ def mlprogram_weight_bits(spec) -> int | None:
                     if entries > 1:
                         widths.append(int(round(np.log2(entries))))
                     continue
+                if op.type == "constexpr_lut_to_dense" and "lut" in op.inputs:
+                    # iOS18 opset: the palettes are an input [groups..., 2^bits, 1], one per channel group
+                    dims = [d.constant.size for d in _input_value(op, "lut").type.tensorType.dimensions]
+                    if len(dims) >= 2 and dims[-2] > 1:
+                        widths.append(int(round(np.log2(dims[-2]))))
+                    continue
                 if op.type != "const":
                     continue
                 for output in op.outputs:
@@ -305,3 +313,27 @@ def mlprogram_weight_bits(spec) -> int | None:
                     if tensor.rank >= 2 and int(tensor.dataType) in _MIL_BITS:
                         widths.append(_MIL_BITS[int(tensor.dataType)])
     return min(widths) if widths else None
+
+
+def _input_value(op, name: str):
+    """The inline value of an ML Program operation's input ``name`` (iOS18 constexpr ops)."""
+    return op.inputs[name].arguments[0].value
+
+
+def mlprogram_palette_groups(spec) -> list[int]:
+    """Output channels per look-up table of each iOS18-palettized weight of an ML Program, in order.
+
+    The palettes of a weight [C, ...] are an input [G, 1, ..., 2^bits, 1]: C / G channels share
+    one. Empty for per-tensor (iOS16) or unpalettized programs.
+    """
+    if spec.WhichOneof("Type") != "mlProgram":
+        return []
+    groups = []
+    for function in spec.mlProgram.functions.values():
+        for block in function.block_specializations.values():
+            for op in block.operations:
+                if op.type == "constexpr_lut_to_dense" and "lut" in op.inputs and "indices" in op.inputs:
+                    channels = _input_value(op, "indices").type.tensorType.dimensions[0].constant.size
+                    tables = _input_value(op, "lut").type.tensorType.dimensions[0].constant.size
+                    groups.append(int(channels // max(tables, 1)))
+    return groups
