@@ -36,11 +36,18 @@ import tempfile
 import time
 from pathlib import Path
 
-from tqdm import tqdm
-
 from _common import (
-    RESULTS_DIR, MachineLoad, fmt, machine, photos_list, pipeline_run, process_warm_up, sample_for, table_print,
+    RESULTS_DIR,
+    MachineLoad,
+    fmt,
+    machine,
+    photos_list,
+    pipeline_run,
+    process_warm_up,
+    sample_for,
+    table_print,
 )
+from tqdm import tqdm
 
 RESULTS = RESULTS_DIR / "compression.json"
 TARGETS = {"size_ratio": 0.30, "latency_ratio": 0.30, "accuracy_loss": 0.01}

@@ -61,8 +61,16 @@ if str(ROOT) not in sys.path:
 
 from bench._common import RESULTS_DIR, fmt, table_print  # noqa: E402
 from bench._load_stack import (  # noqa: E402
-    PROJECT, Stack, jpegs_from_photos, rss_mb, stack_create, stack_queue_length, stack_start, stack_stop,
-    stack_unscored, with_unique_comment,
+    PROJECT,
+    Stack,
+    jpegs_from_photos,
+    rss_mb,
+    stack_create,
+    stack_queue_length,
+    stack_start,
+    stack_stop,
+    stack_unscored,
+    with_unique_comment,
 )
 
 RESULTS = RESULTS_DIR / "load_mixed.json"

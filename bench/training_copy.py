@@ -139,7 +139,7 @@ def photo_copies(*, count: int) -> dict:
     Each photo is sanitized once (the stored copy and its format); then the private copy's encode
     alone is timed both ways from the same upright pixels, so the figures compare like with like.
     """
-    from common.images import TRAINING_JPEG_QUALITY, _jpeg, _png
+    from common.images import TRAINING_JPEG_QUALITY, jpeg_bytes, png_bytes
 
     every = photos_list(("train",))
     photos = every[:: max(1, len(every) // count)][:count]
@@ -156,9 +156,9 @@ def photo_copies(*, count: int) -> dict:
             reference = ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB")
             reference.thumbnail((2000, 2000), Image.Resampling.LANCZOS)
         encoders = {
-            "stored": (lambda im: _png(im)) if sanitized.content_extension == ".png"
-            else (lambda im: _jpeg(im, quality=TRAINING_JPEG_QUALITY, subsampling=0)),
-            "legacy_q90": lambda im: _jpeg(im, quality=90),
+            "stored": (lambda im: png_bytes(im)) if sanitized.content_extension == ".png"
+            else (lambda im: jpeg_bytes(im, quality=TRAINING_JPEG_QUALITY, subsampling=0)),
+            "legacy_q90": lambda im: jpeg_bytes(im, quality=90),
         }
         for name, encode in encoders.items():
             started = time.process_time()

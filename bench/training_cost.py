@@ -40,8 +40,18 @@ import time
 from pathlib import Path
 
 from _common import (
-    RESULTS_DIR, MachineLoad, NpyDirCache, fmt, machine, photos_list, pipeline_run, process_warm_up, sample_for,
-    stage_images, stage_rows, table_print,
+    RESULTS_DIR,
+    MachineLoad,
+    NpyDirCache,
+    fmt,
+    machine,
+    photos_list,
+    pipeline_run,
+    process_warm_up,
+    sample_for,
+    stage_images,
+    stage_rows,
+    table_print,
 )
 
 RESULTS = RESULTS_DIR / "training_cost.json"

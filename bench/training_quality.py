@@ -30,10 +30,20 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from _common import (
-    LABELS, RESULTS_DIR, WEIGHTS, MachineLoad, fmt, machine, photos_list, pipeline_run, process_warm_up, sample_for,
-    stage_images, stage_rows, table_print,
+    LABELS,
+    RESULTS_DIR,
+    WEIGHTS,
+    MachineLoad,
+    fmt,
+    machine,
+    photos_list,
+    pipeline_run,
+    process_warm_up,
+    sample_for,
+    stage_images,
+    stage_rows,
+    table_print,
 )
 
 RESULTS = RESULTS_DIR / "training_quality.json"

@@ -14,8 +14,12 @@ from django.utils.html import format_html, format_html_join
 
 from common.admin import ReadOnlyAdmin
 from common.errors import DomainError
-from mobile_api import admin_telemetry  # noqa: F401  (release health: registered there)
-from mobile_api import auth, selectors, services
+from mobile_api import (
+    admin_telemetry,  # noqa: F401  (release health: registered there)
+    auth,
+    selectors,
+    services,
+)
 from mobile_api.models import AppKey, Channel, Release, ReleaseEvent, VersionDistribution
 from mobile_api.tasks import version_distribution_request
 

@@ -361,9 +361,9 @@ def _time_param(request: Request, name: str) -> dt.datetime:
     if parsed is None:
         _invalid(name, "an ISO 8601 time, e.g. 2026-12-01T12:00:00Z")
     if timezone.is_naive(parsed):
-        parsed = timezone.make_aware(parsed, dt.timezone.utc)
+        parsed = timezone.make_aware(parsed, dt.UTC)
     try:
         # In UTC: PostgreSQL refuses offsets beyond +-15:59 ("-20:54" is valid ISO 8601).
-        return parsed.astimezone(dt.timezone.utc)
+        return parsed.astimezone(dt.UTC)
     except OverflowError:  # a year-1 time west of UTC
         _invalid(name, "an ISO 8601 time, e.g. 2026-12-01T12:00:00Z")

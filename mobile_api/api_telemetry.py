@@ -30,7 +30,6 @@ from mobile_api.telemetry import (
     telemetry_record,
 )
 
-
 # --- input -----------------------------------------------------------------------------------
 
 

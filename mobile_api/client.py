@@ -455,7 +455,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     """Redirects surface as 3xx answers: the client follows them itself, without the app key."""
 
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: D401 (urllib's signature)
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
         return None
 
 

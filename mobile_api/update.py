@@ -28,9 +28,9 @@ from challenges.models import Project
 from mobile_api import rollout, selectors
 from mobile_api.deltas import deltas_by_artifact
 from mobile_api.models import Channel
+from training.ml.card import card_withheld
 from training.ml.model_import import SERVED_FORMATS as _FORMAT_SPECS  # formats.FORMATS + imported mlmodel
 from training.models import ModelArtifact, ModelVersion
-from training.ml.card import card_withheld
 from training.release_notes import accuracy_interval
 
 logger = logging.getLogger(__name__)

@@ -66,7 +66,7 @@ def training_run_execute(
         shortfall = _label_shortfall(snapshot)
         if shortfall:
             return training_run_finish(run, status=TrainingRun.Status.SKIPPED, message=shortfall)
-        unchanged = _release_of_snapshot(project=project, snapshot=snapshot)
+        unchanged = release_of_snapshot(project=project, snapshot=snapshot)
         if unchanged is not None and trigger == TrainingRun.Trigger.NIGHTLY:
             # Every installed app would download the same model again for nothing. A manual
             # run (train_now, e.g. after changing the strategy override) still trains.
@@ -129,7 +129,7 @@ def _holdout_answers(*, samples: list, metrics) -> dict[str, str]:
     return {key: metrics.labels[index] for key, index in zip(holdout, metrics.predictions)}
 
 
-def _release_of_snapshot(*, project: Project, snapshot: DatasetSnapshot) -> ModelVersion | None:
+def release_of_snapshot(*, project: Project, snapshot: DatasetSnapshot) -> ModelVersion | None:
     """The newest published version, if it was trained on exactly this snapshot."""
     latest = ModelVersion.objects.filter(project=project).order_by("-version").first()
     # An imported version was not trained on its snapshot (only scored on it): train anyway.

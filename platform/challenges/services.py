@@ -19,7 +19,6 @@ from challenges.selectors import (
 from common.errors import NotFound, ValidationFailed
 from training.selectors import model_version_latest_metrics
 
-
 _VARIETY = (
     "Odd angles, clutter, bad light and unusual backgrounds teach the model the most. "
     "One object per photo, filling a good part of the frame."

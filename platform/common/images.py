@@ -171,7 +171,7 @@ def _decode_and_reencode(
     # the smaller copies are resized from it and inherit the empty info dict.
     clean = Image.frombytes("RGB", rgb.size, rgb.tobytes())
     as_png = (lossless and clean.size == decoded_size) or max(clean.size) <= TRAINING_PNG_MAX_SIDE
-    content = _png(clean) if as_png else _jpeg(clean, quality=TRAINING_JPEG_QUALITY, subsampling=0)
+    content = png_bytes(clean) if as_png else jpeg_bytes(clean, quality=TRAINING_JPEG_QUALITY, subsampling=0)
     display = _shrunk(clean, DISPLAY_MAX_SIDE)
     # The thumbnail comes from the display copy: a quarter of the pixels to resample.
     thumbnail = _shrunk(display, THUMBNAIL_MAX_SIDE)
@@ -180,8 +180,8 @@ def _decode_and_reencode(
     phash = str(imagehash.phash(thumbnail))
     return SanitizedImage(
         content=content,
-        display=_jpeg(display, quality=JPEG_QUALITY),
-        thumbnail=_jpeg(thumbnail, quality=THUMBNAIL_QUALITY),
+        display=jpeg_bytes(display, quality=JPEG_QUALITY),
+        thumbnail=jpeg_bytes(thumbnail, quality=THUMBNAIL_QUALITY),
         width=clean.width,
         height=clean.height,
         source_format=source_format,
@@ -228,7 +228,7 @@ def _shrunk(image: Image.Image, max_side: int) -> Image.Image:
     return copy
 
 
-def _jpeg(image: Image.Image, *, quality: int, subsampling: int = -1) -> bytes:
+def jpeg_bytes(image: Image.Image, *, quality: int, subsampling: int = -1) -> bytes:
     out = io.BytesIO()
     # comment=b"": Pillow would otherwise copy a JPEG COM comment into the new file.
     # subsampling=0 keeps full-resolution colour (4:4:4); -1 is libjpeg's default 4:2:0.
@@ -236,7 +236,7 @@ def _jpeg(image: Image.Image, *, quality: int, subsampling: int = -1) -> bytes:
     return out.getvalue()
 
 
-def _png(image: Image.Image) -> bytes:
+def png_bytes(image: Image.Image) -> bytes:
     """Lossless PNG of fresh pixels: no text chunks, no ICC, no EXIF (the image has no info).
 
     compress_level 1: a third of the CPU of the default level for about 10% more bytes

@@ -10,7 +10,8 @@ from __future__ import annotations
 import codecs
 
 from rest_framework.exceptions import ParseError
-from rest_framework.parsers import JSONParser as DrfJSONParser, get_encoding
+from rest_framework.parsers import JSONParser as DrfJSONParser
+from rest_framework.parsers import get_encoding
 from rest_framework.utils import json
 
 # Far above any honest body (the deepest request, telemetry, nests 3 levels), far below the

@@ -6,8 +6,8 @@ import datetime as dt
 from celery import shared_task
 from django.utils import timezone
 
-from newsletter.selectors import week_start_for
 from newsletter.models import NewsletterIssue
+from newsletter.selectors import week_start_for
 from newsletter.services import newsletter_issue_get_or_create, newsletter_issue_send
 
 

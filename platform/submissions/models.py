@@ -10,7 +10,7 @@ from challenges.models import Challenge, Label, Project
 from common.models import TimeStampedModel
 
 
-def photo_upload_to(instance: "Photo", filename: str) -> str:
+def photo_upload_to(instance: Photo, filename: str) -> str:
     """Generated storage names only: the client's file name never reaches storage.
 
     ``filename`` only chooses the extension of the private copy (".png" or ".jpg", from
@@ -20,11 +20,11 @@ def photo_upload_to(instance: "Photo", filename: str) -> str:
     return f"photos/{instance.project.slug}/{instance.public_id.hex}{extension}"
 
 
-def photo_display_to(instance: "Photo", filename: str) -> str:
+def photo_display_to(instance: Photo, filename: str) -> str:
     return f"photos/{instance.project.slug}/display/{instance.public_id.hex}.jpg"
 
 
-def photo_thumbnail_to(instance: "Photo", filename: str) -> str:
+def photo_thumbnail_to(instance: Photo, filename: str) -> str:
     return f"photos/{instance.project.slug}/thumbs/{instance.public_id.hex}.jpg"
 
 

@@ -21,7 +21,6 @@ from common.errors import ValidationFailed
 from submissions.models import Photo
 from submissions.services import photo_followups_announce, photo_moderate
 
-
 # --- bulk decisions ---------------------------------------------------------------------
 
 

@@ -12,8 +12,10 @@ from __future__ import annotations
 import pytest
 
 from tests.mobile_api.conftest import app_api, app_key, make_version  # noqa: F401  (fixtures)
-from tests.mobile_api.test_downloads import published  # noqa: F401
-from tests.mobile_api.test_downloads import test_downloads_are_rate_limited_per_install  # noqa: F401
+from tests.mobile_api.test_downloads import (
+    published,  # noqa: F401
+    test_downloads_are_rate_limited_per_install,  # noqa: F401
+)
 from tests.mobile_api.test_feedback import (
     test_floods_are_rate_limited_per_key_and_install as test_feedback_is_rate_limited_per_key_and_install,  # noqa: F401
 )

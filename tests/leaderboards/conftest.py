@@ -7,7 +7,6 @@ import itertools
 import random
 
 import pytest
-
 from PIL import Image
 
 _colors = itertools.count(1)

@@ -1,6 +1,5 @@
 """Daily, weekly and all-time boards: read from totals only, public names only."""
 import datetime as dt
-from decimal import Decimal
 
 import pytest
 from django.utils import timezone

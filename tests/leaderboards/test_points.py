@@ -81,7 +81,7 @@ def test_streaks_count_consecutive_project_days_even_out_of_order(project, volun
 def test_points_use_the_project_time_zone(project, volunteer, send_photo, approve):
     project.time_zone = "Pacific/Kiritimati"  # UTC+14
     project.save()
-    sent = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.timezone.utc)
+    sent = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
     approve(send_photo(volunteer, project, sent_at=sent))
     assert PointsEntry.objects.get().day == dt.date(2026, 3, 2)
     assert _total(project, volunteer, "week", dt.date(2026, 3, 2)).photos == 1  # a Monday

@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from training.ml.card import (
-    FAILED, OFFERED, REJECTED, card_build, card_offered, card_withheld, fidelity_summary, photos_needed,
+    FAILED,
+    OFFERED,
+    REJECTED,
+    card_build,
+    card_offered,
+    card_withheld,
+    fidelity_summary,
+    photos_needed,
 )
 from training.ml.stats import upper_bound
 

@@ -175,9 +175,7 @@ def test_core_ml_packages_are_checked_in_structure_and_not_offered_unless_the_po
 
 def test_a_policy_that_offers_unexecuted_files_offers_a_core_ml_package_within_the_loss(mobile, tmp_path):
     from training.ml.card import policy_apply
-    from training.ml.compress import BuiltFile, coreml_check, samples_arrays
-
-    from training.ml.compress import model_probabilities
+    from training.ml.compress import BuiltFile, coreml_check, model_probabilities, samples_arrays
 
     result, model, _, out_dir = mobile
     holdout = [s for s in _samples() if s.split == "holdout"]

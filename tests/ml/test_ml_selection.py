@@ -47,7 +47,7 @@ def test_near_duplicate_groups_never_straddle_folds_and_labels_are_stratified():
     y = np.repeat([0, 1, 2], 40)
     # Groups of 1-4 near duplicates within a label, as the snapshot's group roots make them.
     groups, current = [], 0
-    for label in range(3):
+    for _label in range(3):
         left = 40
         while left:
             size = min(left, int(rng.integers(1, 5)))

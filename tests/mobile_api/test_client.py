@@ -23,7 +23,6 @@ from mobile_api.rollout import Install, bucket_of, resolve
 from training.ml.config import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from training.ml.images import image_to_array
 
-
 # --- bucketing ------------------------------------------------------------------------------------
 
 

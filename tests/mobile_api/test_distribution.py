@@ -16,7 +16,6 @@ from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.db import transaction
 
 from common.errors import DATABASE_ERRORS
-
 from mobile_api import services, tasks
 from mobile_api.models import Channel, Release, VersionDistribution
 from tests.mobile_api.test_releases import _fresh_memos  # noqa: F401  (fixture)

@@ -93,7 +93,7 @@ def test_multi_range_and_unknown_units_are_ignored_with_the_whole_file(app_api, 
 
 def test_if_range_with_an_old_etag_sends_the_whole_file(app_api, published):
     # The file changed since the partial download (here: a different tag): resuming would corrupt it.
-    for stale in ('"0000"', 'W/"{}"'.format(published.artifacts.get().sha256), "Wed, 21 Oct 2015 07:28:00 GMT"):
+    for stale in ('"0000"', f'W/"{published.artifacts.get().sha256}"', "Wed, 21 Oct 2015 07:28:00 GMT"):
         response = app_api.get(URL, HTTP_RANGE="bytes=100-", HTTP_IF_RANGE=stale)
         assert response.status_code == 200 and body(response) == PAYLOAD
 

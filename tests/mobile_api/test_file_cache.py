@@ -15,8 +15,8 @@ from django.core.cache import cache
 
 from mobile_api import auth, update
 from tests.mobile_api.test_downloads import published  # noqa: F401 (a fixture)
-from tests.security.test_production_settings import ROOT, _environment
 from tests.mobile_api.test_downloads import test_downloads_are_rate_limited_per_install as downloads_rate_limited
+from tests.security.test_production_settings import ROOT, _environment
 from tests.submissions.test_upload_features import test_burst_throttle_is_429_with_retry_after as upload_throttled
 
 pytestmark = pytest.mark.django_db
@@ -51,5 +51,5 @@ def test_the_upload_throttle_counts_in_the_shared_folder(file_cache, volunteer_a
     assert any(file_cache.iterdir())  # the counters are files every process reads
 
 
-def test_download_rate_limits_count_in_the_shared_folder(file_cache, app_key, app_api, published):  # noqa: F811
+def test_download_rate_limits_count_in_the_shared_folder(file_cache, app_key, app_api, published):
     downloads_rate_limited(app_key, app_api, published)

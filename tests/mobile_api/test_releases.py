@@ -347,7 +347,7 @@ def test_version_distribute_uses_the_auto_rollout_and_skips_manual_channels(proj
 from tests.training.conftest import colour_photos, fake_compression, fake_pipeline, small_splits  # noqa: E402,F401
 
 
-def test_a_published_run_is_released_on_the_default_channels(colour_photos, fake_pipeline):  # noqa: F811
+def test_a_published_run_is_released_on_the_default_channels(colour_photos, fake_pipeline):
     """In-process: the publish's event queues mobile_api.tasks.version_distribute, run eagerly (tests' Celery)."""
     from mobile_api.models import VersionDistribution
     from training.models import TrainingRun

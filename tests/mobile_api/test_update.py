@@ -247,7 +247,7 @@ def test_the_static_manifest_answers_like_the_endpoint(app_api, project, release
     with default_storage.open("manifests/ants-bees/stable.json") as fh:
         document = json.load(fh)
 
-    for n in range(60):
+    for _n in range(60):
         install_id = f"static-{uuid.uuid4().hex}"
         body = poll(app_api, install_id).json()
         who = rollout.Install(install_id, "2.3.0", "android", ("pte", "onnx"))

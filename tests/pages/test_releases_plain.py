@@ -1,7 +1,6 @@
 """/releases/ in plain words for volunteers; the technical tables folded away except for staff."""
-from django.urls import reverse
-
 import pytest
+from django.urls import reverse
 
 from tests.pages.builders import make_model_version, make_photo, metrics
 from training.models import DatasetSnapshot

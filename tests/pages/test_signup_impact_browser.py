@@ -23,9 +23,8 @@ def _fill_signup(page, username, email):
 
 @BOTH
 def test_signup_works_and_a_refusal_keeps_what_was_typed(live_server, browser_page, settings, challenge):
-    from playwright.sync_api import expect
-
     from django.contrib.auth import get_user_model
+    from playwright.sync_api import expect
 
     settings.PLATFORM_SIGNUP_RATE = "1/hour"
     page = browser_page

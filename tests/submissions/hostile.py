@@ -173,7 +173,7 @@ ACCEPTED = [
     # is made from pixels only, so the appended archive or HTML cannot survive.
     Case("jpeg-plus-zip", _JPEG + zip_bytes(), 201, forbidden=(b"PK\x03\x04", b"CAFEBABE-payload-marker")),
     Case("jpeg-plus-html", _JPEG + _HTML, 201, forbidden=(b"<script>", b"polyglot-marker")),
-    Case("png-text-chunk-html", png_with_text_chunk("<script>alert('polyglot-marker')</script>".encode()), 201,
+    Case("png-text-chunk-html", png_with_text_chunk(b"<script>alert('polyglot-marker')</script>"), 201,
          name="x.png", content_type="image/png", forbidden=(b"<script>", b"polyglot-marker")),
     # The name and content type are ignored: this is stored as what it is, a PNG.
     Case("png-named-jpg", _PNG, 201),

@@ -12,11 +12,11 @@ from django.utils import timezone
 
 from submissions import moderation
 from submissions.models import Photo
-from training import scoring
-from training.tasks import photo_followups_resume
 from tests.conftest import jpeg_bytes
 from tests.moderation.conftest import make_photo
 from tests.moderation.test_scoring import BLUE, RED, publish, red_blue_classifier
+from training import scoring
+from training.tasks import photo_followups_resume
 
 pytestmark = pytest.mark.django_db
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,7 +14,6 @@ from submissions.models import Photo
 from tests.submissions import hostile
 
 
-
 def _post(client, challenge, case: hostile.Case):
     upload = io.BytesIO(case.content)
     upload.name = case.name

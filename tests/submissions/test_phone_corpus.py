@@ -17,6 +17,7 @@ import struct
 import pytest
 from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import SimpleUploadedFile
+from PIL import Image
 from rest_framework.test import APIClient
 
 from challenges.admin import LabelForm
@@ -24,7 +25,6 @@ from mobile_api.auth import key_generate
 from mobile_api.models import AppKey
 from submissions.models import Photo
 from tests.submissions import hostile
-from PIL import Image
 
 pytestmark = pytest.mark.django_db
 

@@ -5,9 +5,9 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from tests.training.conftest import make_photo, photos_in_both_splits, release
+from training.gating import training_run_gate
 from training.ml.metrics import classification_metrics
 from training.models import ModelVersion, TrainingRun
-from training.gating import training_run_gate
 from training.nightly import training_run_execute
 from training.snapshots import dataset_snapshot_create
 

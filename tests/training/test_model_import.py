@@ -14,10 +14,10 @@ import pytest
 from django.core.files.storage import default_storage
 
 from tests.training.conftest import colour_classifier
+from training.gating import training_run_gate
 from training.imports import ImportRequest, labels_parse, model_version_import, triple_parse
 from training.models import ModelVersion, TrainingRun
-from training.gating import training_run_gate
-from training.nightly import _release_of_snapshot
+from training.nightly import release_of_snapshot
 from training.snapshots import dataset_snapshot_create
 
 pytestmark = pytest.mark.django_db
@@ -111,7 +111,7 @@ def test_the_next_night_trains_after_an_import_and_the_gate_scores_the_imported_
     payload = colour_classifier(["ants", "bees"]) if name.endswith(".onnx") else None
     upload(colour_photos, name, payload, labels=["ants", "bees"], **extra)
     snapshot = dataset_snapshot_create(project=colour_photos)
-    assert _release_of_snapshot(project=colour_photos, snapshot=snapshot) is None  # not "no change": train
+    assert release_of_snapshot(project=colour_photos, snapshot=snapshot) is None  # not "no change": train
 
     n_ants = sum(1 for e in snapshot.manifest["photos"] if e["split"] == "holdout" and e["label"] == "ants")
     n_bees = sum(1 for e in snapshot.manifest["photos"] if e["split"] == "holdout" and e["label"] == "bees")

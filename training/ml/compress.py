@@ -254,7 +254,7 @@ def _variants_build(
             built.append(_build(source=source, variant=variant, fmt=fmt, sources=sources))
         except (_Skipped, ConverterMissing) as exc:
             unbuilt.append(_row_unbuilt(variant, fmt, status=SKIPPED, reason=str(exc)))
-        except Exception as exc:  # noqa: BLE001 - one variant failing must not sink the others
+        except Exception as exc:
             unbuilt.append(_row_unbuilt(variant, fmt, status=FAILED, reason=f"{type(exc).__name__}: {exc}"))
     return built, unbuilt
 
@@ -438,9 +438,7 @@ class _Sources:
 
 def _build(*, source: _Source, variant: str, fmt: str, sources: _Sources) -> BuiltFile:
     """Write one file for (variant, format) and say how it was made."""
-    from training.ml import export
-
-    from training.ml import export_mobile
+    from training.ml import export, export_mobile
     from training.ml.formats import format_spec
 
     precision = variant_precision(variant)

@@ -195,7 +195,7 @@ def tflite_shared_quantization(payload: bytes) -> bytes:
             super().__init__()
             self.__dict__.update(source.__dict__)
 
-        def Pack(self, builder):  # noqa: N802 - the generated object API's name
+        def Pack(self, builder):
             def vector(values, dtype):
                 if values is None:
                     return None

@@ -114,7 +114,7 @@ def tflite_interpreter(payload: bytes, *, num_threads: int = 1):
     try:
         interpreter = Interpreter(model_content=bytes(payload), num_threads=max(1, int(num_threads)))
         interpreter.allocate_tensors()
-    except Exception as exc:  # noqa: BLE001 - the runtime raises ValueError/RuntimeError alike
+    except Exception as exc:
         raise VerificationError(f"LiteRT cannot load the model: {type(exc).__name__}: {exc}") from exc
     return interpreter
 
@@ -225,7 +225,7 @@ def mlpackage_inspect(payload: bytes) -> dict:
         package = mlpackage_unzip(payload, Path(tmp))
         try:
             model = ct.models.MLModel(str(package), skip_model_load=True)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise VerificationError(f"coremltools cannot read the package: {type(exc).__name__}: {exc}") from exc
         spec = model.get_spec()
         bits = mlprogram_weight_bits(spec)

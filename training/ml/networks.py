@@ -21,9 +21,9 @@ from torch import nn
 
 from training.ml.backbone import backbone_feature_dim
 from training.ml.config import LinearProbeConfig, Preprocessing
+from training.ml.errors import ImageDecodeError
 from training.ml.export import ProbabilityClassifier, classifier_assemble
 from training.ml.features import features_extract
-from training.ml.errors import ImageDecodeError
 from training.ml.images import ImageSource, image_rgb, image_to_array, resized_size
 from training.ml.linear import linear_probe_train, stratified_split
 from training.ml.similarity import layer_features_extract, lower_pool

@@ -239,7 +239,7 @@ def _export_linear_probe(*, net, head, path: Path, preprocessing, labels, cache,
             path = onnx_export_with_head(template=template, head=head, path=path, preprocessing=preprocessing,
                                          labels=labels)
             return path, {"reused_backbone_export": True}
-        except Exception:  # noqa: BLE001 - a template that does not fit is a cache miss
+        except Exception:
             pass
     path = onnx_export(model=classifier_assemble(backbone=net, head=head), path=path, preprocessing=preprocessing,
                        labels=labels)

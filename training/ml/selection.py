@@ -21,7 +21,6 @@ difference above 0.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
@@ -157,7 +156,7 @@ def measure_rates(*, backbone: torch.nn.Module, preprocessing: Preprocessing, co
     top = copy.deepcopy(backbone.features[cut:]).train().requires_grad_(True)
     optimizer = torch.optim.AdamW(top.parameters())
     a = stem_out.clone()
-    for step in range(2):  # the first step pays for allocation
+    for _step in range(2):  # the first step pays for allocation
         t0 = time.perf_counter()
         loss = top(a).mean()
         optimizer.zero_grad(set_to_none=True)

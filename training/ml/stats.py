@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-
 from statistics import NormalDist
 
 CONFIDENCE = 0.95

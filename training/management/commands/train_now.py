@@ -9,8 +9,8 @@ from tqdm import tqdm
 from challenges.selectors import project_get
 from common.errors import DomainError
 from training.models import TrainingRun
-from training.release_notes import accuracy_interval
 from training.nightly import training_run_execute
+from training.release_notes import accuracy_interval
 from training.runs import RunClaimRefused
 
 
