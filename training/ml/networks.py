@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import logging
 import math
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -21,15 +24,22 @@ from torch import nn
 
 from training.ml.backbone import backbone_feature_dim
 from training.ml.config import LinearProbeConfig, Preprocessing
-from training.ml.export import ProbabilityClassifier, classifier_assemble
+from training.ml.export import ProbabilityClassifier, classifier_assemble, onnx_export
 from training.ml.features import features_extract
 from training.ml.errors import ImageDecodeError
 from training.ml.images import ImageSource, image_rgb, image_to_array, resized_size
+from training.ml.inference import INPUT_NAME, onnx_session
 from training.ml.linear import _stratified_split, linear_probe_train
 from training.ml.similarity import layer_features_extract, lower_pool
 from training.ml.strategies import FineTuneConfig, LowerLayerConfig
 
 Progress = Callable[[int, int], None]
+logger = logging.getLogger(__name__)
+
+#: From this many images (photos x (centre + augmented views)) the frozen part runs in
+#: onnxruntime: measured here at 224 px, 1 thread, 14 ms of CPU per image against 46 ms in
+#: eager torch, for a one-off export of about 13 CPU seconds (break-even near 400 images).
+FROZEN_ONNX_MIN_IMAGES = 1000
 
 
 @dataclass
@@ -433,6 +443,7 @@ class FrozenActivations:
     cut: int
     views: torch.Tensor
     seconds: float
+    runtime: str = "torch"  # what ran the frozen part (FrozenRunner)
 
 
 class TopBlocks(nn.Module):
@@ -458,14 +469,20 @@ def frozen_activations(
     seed: int = 0,
     batch_size: int = 32,
     progress: Progress | None = None,
+    runtime: str = "auto",
 ) -> FrozenActivations:
-    """Run the frozen part once per photo and view (``resized`` from ``images_resized``)."""
+    """Run the frozen part once per photo and view (``resized`` from ``images_resized``).
+
+    ``runtime``: "auto" uses onnxruntime from ``FROZEN_ONNX_MIN_IMAGES`` images (photos x
+    (views + 1)) up, where the one-off export pays for itself; else "torch" or "onnxruntime".
+    """
     started = time.perf_counter()
     cut = len(backbone.features) - int(config.trainable_blocks or 0)
     if not 0 < cut < len(backbone.features):
         raise ValueError(f"trainable_blocks must leave a frozen part, got {config.trainable_blocks}")
-    stem = backbone.features[:cut].eval()
-    stem.to(memory_format=torch.channels_last)
+    if runtime == "auto":
+        runtime = "onnxruntime" if len(resized) * (views + 1) >= FROZEN_ONNX_MIN_IMAGES else "torch"
+    stem = frozen_runner(backbone.features[:cut], preprocessing=preprocessing, runtime=runtime)
     transform = _train_transform(dataclasses.replace(config, augment=True), preprocessing)
     per_photo = max(1, batch_size // (views + 1))
     chunks = []
@@ -478,12 +495,55 @@ def frozen_activations(
                 for image in group:
                     x.append(torch.from_numpy(image_to_array(image, preprocessing=preprocessing)))
                     x += [transform(image) for _ in range(views)]
-                out = stem(torch.stack(x).contiguous(memory_format=torch.channels_last))
+                out = stem(torch.stack(x))
                 chunks.append(out.reshape(len(group), views + 1, *out.shape[1:]).to(torch.float16).contiguous())
                 if progress is not None:
                     progress(start + len(group), len(resized))
     acts = torch.cat(chunks).clone() if chunks else torch.empty(0)
-    return FrozenActivations(cut=cut, views=acts, seconds=time.perf_counter() - started)
+    return FrozenActivations(cut=cut, views=acts, seconds=time.perf_counter() - started, runtime=stem.runtime)
+
+
+class FrozenRunner:
+    """The frozen ``features[:cut]`` as a function of a normalised NCHW float32 batch.
+
+    ``runtime`` "onnxruntime": the part is exported once and run by an onnxruntime session
+    (fused convolutions: about 3x less CPU than eager torch on these cores); "torch": eager,
+    channels_last. The outputs agree to about 1e-5 (tested), far below the float16 cache.
+    """
+
+    def __init__(self, stem: nn.Module, *, preprocessing: Preprocessing, runtime: str):
+        self.runtime = runtime
+        self._stem = stem.eval()
+        self._session = None
+        if runtime == "onnxruntime":
+            self._session = _frozen_session(stem, preprocessing=preprocessing)
+        elif runtime == "torch":
+            self._stem.to(memory_format=torch.channels_last)
+        else:
+            raise ValueError(f"runtime must be 'auto', 'torch' or 'onnxruntime', got {runtime!r}")
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self._session is not None:
+            return torch.from_numpy(self._session.run(None, {INPUT_NAME: x.numpy()})[0])
+        return self._stem(x.contiguous(memory_format=torch.channels_last))
+
+
+def frozen_runner(stem: nn.Module, *, preprocessing: Preprocessing, runtime: str) -> FrozenRunner:
+    """A ``FrozenRunner``; falls back to torch when the export or the session fails (logged)."""
+    if runtime == "onnxruntime":
+        try:
+            return FrozenRunner(stem, preprocessing=preprocessing, runtime=runtime)
+        except Exception as exc:  # any exporter or runtime failure: eager torch still works
+            logger.warning("frozen part runs in torch: onnxruntime failed: %s: %s", type(exc).__name__, exc)
+    return FrozenRunner(stem, preprocessing=preprocessing, runtime="torch")
+
+
+def _frozen_session(stem: nn.Module, *, preprocessing: Preprocessing):
+    """Export a copy of ``stem`` to a temporary ONNX file and open it with torch's thread count."""
+    part = copy.deepcopy(stem).to(memory_format=torch.contiguous_format)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = onnx_export(model=part, path=Path(tmp) / "frozen.onnx", preprocessing=preprocessing)
+        return onnx_session(path_or_bytes=path.read_bytes(), num_threads=torch.get_num_threads())
 
 
 def top_blocks_train(
