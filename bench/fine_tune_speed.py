@@ -20,7 +20,7 @@ the ratio candidate/plain, accuracy with Wilson intervals and the paired differe
 McNemar, Newcombe interval). ``--stage plain`` runs (b) alone and writes
 bench/results/fine_tune_speed_plain.json; ``--stage candidate`` runs (a) and compares it with
 that file when it exists (same photos, checked by their hashes). ``--stage all`` runs both in
-one process. Prints a table and writes bench/results/fine_tune_speed.json.
+one process; ``--stage compare`` re-reads both stored stages. Prints a table and writes bench/results/fine_tune_speed.json.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "bench" / "results" / "fine_tune_speed.json"
 PLAIN_RESULTS = ROOT / "bench" / "results" / "fine_tune_speed_plain.json"
+CANDIDATE_RESULTS = ROOT / "bench" / "results" / "fine_tune_speed_candidate.json"
 # ../shared/data from the main checkout; a worktree under wt/ sits one level deeper.
 SHARED = next((p for p in (ROOT.parent / "shared" / "data", ROOT.parent.parent / "shared" / "data") if p.is_dir()),
               ROOT.parent / "shared" / "data")
@@ -73,23 +74,12 @@ class _Clock:
 
 
 def _test_predictions(model, test, preprocessing):
-    """argmax of ``model`` (normalised images -> scores) on the test photos' centre crops."""
-    import numpy as np
-    import torch
+    """argmax of ``model`` on the test photos' centre crops (as an app feeds them)."""
     from PIL import Image
 
-    from training.ml.images import image_to_array
+    from bench.strategy_selection import model_predictions
 
-    out = []
-    model.eval()
-    with torch.inference_mode():
-        for start in range(0, len(test), 32):
-            batch = []
-            for path, _, _ in test[start : start + 32]:
-                with Image.open(path) as image:
-                    batch.append(image_to_array(image, preprocessing=preprocessing))
-            out.append(model(torch.from_numpy(np.stack(batch))).argmax(1))
-    return torch.cat(out).tolist()
+    return model_predictions(model, [partial(Image.open, path) for path, _, _ in test], preprocessing).tolist()
 
 
 def plain_run(*, train, test, labels, preprocessing, backbone, epochs: int, seed: int = 0) -> dict:
@@ -155,7 +145,7 @@ def plain_run(*, train, test, labels, preprocessing, backbone, epochs: int, seed
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--stage", choices=("all", "plain", "candidate"), default="all")
+    parser.add_argument("--stage", choices=("all", "plain", "candidate", "compare"), default="all")
     parser.add_argument("--per-label", type=int, default=100)
     parser.add_argument("--test-per-label", type=int, default=60)
     parser.add_argument("--size", type=int, default=224, help="input size (resize = size * 8/7)")
@@ -184,7 +174,127 @@ def main() -> None:
                                              "load_average_end": os.getloadavg()}, indent=2))
         print(f"wrote {PLAIN_RESULTS.relative_to(ROOT)}: {plain['fit']}")
         return
-    raise SystemExit("candidate stage: not written yet")
+    if args.stage == "compare":  # the stored candidate stage against the stored plain stage
+        stored = json.loads(CANDIDATE_RESULTS.read_text())
+        if stored["photos"] != photos:
+            raise SystemExit(f"{CANDIDATE_RESULTS.name} was run on other photos: rerun --stage candidate")
+        candidate, meta = stored["candidate"], stored["meta"]
+    else:
+        candidate = candidate_run(train=train, test=test, labels=labels, preprocessing=preprocessing,
+                                  backbone=backbone)
+        meta["load_average_after_candidate"] = os.getloadavg()
+        CANDIDATE_RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        CANDIDATE_RESULTS.write_text(json.dumps({"meta": meta, "photos": photos, "candidate": candidate}))
+    if args.stage == "all":
+        plain = plain_run(train=train, test=test, labels=labels, preprocessing=preprocessing, backbone=backbone,
+                          epochs=args.plain_epochs)
+        plain_source = "this run"
+    elif PLAIN_RESULTS.exists():
+        stored = json.loads(PLAIN_RESULTS.read_text())
+        if stored["photos"] != photos or stored["args"]["size"] != args.size:
+            raise SystemExit(f"{PLAIN_RESULTS.name} was run on other photos or sizes: rerun --stage plain")
+        plain = stored["plain"]
+        plain_source = (f"{PLAIN_RESULTS.name} (a separate process on the same photos, threads "
+                        f"{stored['args']['threads']}, load average {stored['load_average_start'][0]:.1f} at its start)")
+    else:
+        plain, plain_source = None, None
+    report = compare(candidate=candidate, plain=plain, test=test)
+    report.update(meta, plain_source=plain_source, load_average_end=os.getloadavg())
+    table_print(report)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(report, indent=2))
+    print(f"wrote {RESULTS.relative_to(ROOT)}")
+
+
+def candidate_run(*, train, test, labels, preprocessing, backbone) -> dict:
+    """(a): the candidate as the nightly selection runs it (CV + refit), then as a single fit."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from training.ml import networks
+    from training.ml.backbone import backbone_load
+    from training.ml.pipeline import Sample
+    from training.ml.selection import cv_folds, fine_tune_oof
+    from training.ml.strategies import SelectionConfig
+
+    config = SelectionConfig()  # the job's defaults
+    net = backbone_load(config=backbone)
+    samples = [Sample(key=key, label=label, split="train", open_image=partial(Image.open, path))
+               for path, key, label in train]
+    y = np.array([label for _, _, label in train])
+    out = {"config": {"folds": config.folds, "views": config.fine_tune_views,
+                      "trainable_blocks": config.fine_tune.trainable_blocks,
+                      "max_epochs": config.fine_tune.epochs, "patience": config.fine_tune.patience}}
+
+    clock = _Clock()
+    fold_of = cv_folds(targets=y, groups=[s.key for s in samples], folds=config.folds, seed=config.seed)
+    stages = {}
+    oof, epochs, acts, _ = fine_tune_oof(samples, torch.as_tensor(y), fold_of, len(labels), net, preprocessing, config,
+                                         report=lambda fraction: None, stages=stages)
+    refit_clock = _Clock()
+    refit = networks.fine_tune_cached(backbone=net, acts=acts, targets=y.tolist(), num_classes=len(labels),
+                                      config=config.fine_tune, views=config.fine_tune_views)
+    out["selection"] = {**clock.read(), "stages": {**stages, "refit": refit_clock.read()},
+                        "runtime": acts.runtime, "fold_best_epochs": epochs,
+                        "cv_accuracy": float((oof == y).mean()), "refit_epochs": refit.details["epochs_run"]}
+    out["selection"]["predictions"] = dict(zip([key for _, key, _ in test],
+                                               _test_predictions(refit.model, test, preprocessing)))
+
+    clock = _Clock()
+    resized = networks.images_resized(images=[s.open_image for s in samples], preprocessing=preprocessing)
+    acts = networks.frozen_activations(backbone=net, resized=resized, preprocessing=preprocessing,
+                                       config=config.fine_tune, views=config.fine_tune_views, seed=config.seed)
+    activations = clock.read()
+    single = networks.fine_tune_cached(backbone=net, acts=acts, targets=y.tolist(), num_classes=len(labels),
+                                       config=config.fine_tune, views=config.fine_tune_views)
+    out["single_fit"] = {**clock.read(), "activations": activations, "runtime": acts.runtime,
+                         "epochs": single.details["epochs_run"],
+                         "predictions": dict(zip([key for _, key, _ in test],
+                                                 _test_predictions(single.model, test, preprocessing)))}
+    return out
+
+
+def compare(*, candidate: dict, plain: dict | None, test) -> dict:
+    """Accuracies with Wilson intervals, time ratios and paired differences against the plain loop."""
+    from training.ml.stats import paired_compare, proportion
+
+    truth = {key: label for _, key, label in test}
+
+    def correct(predictions):
+        return [predictions[key] == label for key, label in truth.items()]
+
+    rows = {"candidate (selection: CV + refit)": candidate["selection"], "candidate (single fit)": candidate["single_fit"]}
+    if plain is not None:
+        rows["plain loop"] = {**plain["fit"], "predictions": plain["predictions"], "method": plain["method"]}
+    report = {"candidate_config": candidate["config"], "rows": {}}
+    for name, row in rows.items():
+        ok = correct(row["predictions"])
+        entry = {k: v for k, v in row.items() if k != "predictions"}
+        entry["test_accuracy"] = proportion(sum(ok), len(ok)).to_dict()
+        if plain is not None and name != "plain loop":
+            entry["wall_ratio_vs_plain"] = round(row["wall_seconds"] / plain["fit"]["wall_seconds"], 3)
+            entry["cpu_ratio_vs_plain"] = round(row["cpu_seconds"] / plain["fit"]["cpu_seconds"], 3)
+            entry["minus_plain"] = paired_compare(ok, correct(plain["predictions"])).to_dict()
+        report["rows"][name] = entry
+    return report
+
+
+def table_print(report: dict) -> None:
+    print(f"\nFine-tuning on {report['train']} steel photos at {report['args']['size']} px, "
+          f"scored on {report['test']} untouched photos ({report['args']['threads']} thread(s), load average "
+          f"{report['load_average_start'][0]:.1f} -> {report['load_average_end'][0]:.1f})")
+    print(f"{'':36} {'wall s':>8} {'CPU s':>8} {'CPU ratio':>9}  {'test accuracy (95% CI)':26} minus plain (paired)")
+    for name, row in report["rows"].items():
+        acc = row["test_accuracy"]
+        diff = row.get("minus_plain")
+        diff_text = (f"{diff['difference']:+.3f} [{diff['ci95'][0]:+.3f}, {diff['ci95'][1]:+.3f}] "
+                     f"p={diff['p_value']:.3g}") if diff else ""
+        ratio = f"{row['cpu_ratio_vs_plain']:.3f}" if "cpu_ratio_vs_plain" in row else "1"
+        print(f"{name:36} {row['wall_seconds']:8.1f} {row['cpu_seconds']:8.1f} {ratio:>9}  "
+              f"{acc['value']:.3f} [{acc['ci95'][0]:.3f}-{acc['ci95'][1]:.3f}]{'':5} {diff_text}")
+    if report.get("plain_source"):
+        print(f"plain loop from {report['plain_source']}")
 
 
 if __name__ == "__main__":

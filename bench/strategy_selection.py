@@ -96,10 +96,23 @@ def digits_set(max_per_label: int):
     return _samples(items)
 
 
-def _holdout_predictions(model, holdout, preprocessing):
-    from training.ml.transfer import _probabilities
+def model_predictions(model, openers, preprocessing):
+    """argmax of ``model`` (normalised images -> scores) on each photo, preprocessed as an app does."""
+    import numpy as np
+    import torch
 
-    return _probabilities(model, holdout, preprocessing=preprocessing, batch_size=32).argmax(1)
+    from training.ml.images import image_batches
+
+    model.eval()
+    out = []
+    with torch.inference_mode():
+        for batch in image_batches(openers, preprocessing=preprocessing, batch_size=32):
+            out.append(model(torch.from_numpy(batch)).argmax(1).numpy())
+    return np.concatenate(out)
+
+
+def _holdout_predictions(model, holdout, preprocessing):
+    return model_predictions(model, [s.open_image for s in holdout], preprocessing)
 
 
 def run_set(name, samples, labels, *, preprocessing, backbone, selection, probe, threads):
@@ -234,7 +247,7 @@ def compare_fine_tunes(*, per_label, epochs, preprocessing, backbone, selection,
                                           preprocessing=preprocessing)
         hold = networks.images_resized(images=[partial(Image.open, p) for p, _ in hold_files],
                                        preprocessing=preprocessing)
-        x_hold = networks._arrays(hold, list(range(len(hold))), preprocessing)
+        x_hold = networks.images_arrays(hold, list(range(len(hold))), preprocessing)
         fast_config = dataclasses.replace(selection.fine_tune, epochs=epochs)
         t0 = time.perf_counter()
         acts = networks.frozen_activations(backbone=net, resized=resized, preprocessing=preprocessing,

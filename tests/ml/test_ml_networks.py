@@ -10,7 +10,7 @@ from PIL import Image
 from tests.ml.digits import digit_images
 from training.ml.config import LinearProbeConfig, Preprocessing
 from training.ml.images import image_to_array
-from training.ml.linear import _stratified_split
+from training.ml.linear import stratified_split
 from training.ml.networks import LowerLayerClassifier, fine_tune, from_scratch, linear_probe, lower_layer_probe
 from training.ml.strategies import FineTuneConfig, LowerLayerConfig
 
@@ -57,7 +57,7 @@ def test_fine_tune_learns_stops_early_and_keeps_the_best_epoch(ml_backbone):
     assert len(history) == best + 1 or len(history) == config.epochs
     # The returned model holds the best epoch's weights: its validation loss is the recorded one.
     y = torch.tensor(targets)
-    _, val_idx = _stratified_split(y, fraction=config.validation_fraction, seed=config.seed)
+    _, val_idx = stratified_split(y, fraction=config.validation_fraction, seed=config.seed)
     probs = _probabilities(outcome.model, [images[i] for i in val_idx])
     assert torch.allclose(probs.sum(1), torch.ones(len(val_idx)), atol=1e-5)
     val_loss = float(torch.nn.functional.nll_loss(probs.log(), y[val_idx]))  # balanced: weights are 1

@@ -163,7 +163,7 @@ def test_fast_fine_tune_exports_exactly_what_it_trained(tiny_backbone):
     assert not torch.equal(acts.views[:, 0], acts.views[:, 1])
     outcome = networks.fine_tune_cached(backbone=tiny_backbone, acts=acts, targets=[i % 2 for i in range(12)],
                                         num_classes=2, config=config, views=2)
-    x = networks._arrays(resized, list(range(12)), pre)
+    x = networks.images_arrays(resized, list(range(12)), pre)
     with torch.no_grad():
         shipped = outcome.model(x)
     assert shipped.shape == (12, 2)

@@ -51,7 +51,7 @@ def linear_probe_train(
     if num_classes < 2 or int(y.min()) < 0 or int(y.max()) >= num_classes:
         raise ValueError(f"targets must be in [0, {num_classes}) with num_classes >= 2")
 
-    train_idx, val_idx = _stratified_split(y, fraction=config.validation_fraction, seed=config.seed)
+    train_idx, val_idx = stratified_split(y, fraction=config.validation_fraction, seed=config.seed)
     history: list[dict] = []
     if len(val_idx):
         head, best_epoch = _fit(
@@ -84,7 +84,7 @@ def linear_probe_train(
     )
 
 
-def _stratified_split(y: torch.Tensor, *, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def stratified_split(y: torch.Tensor, *, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-class random validation slice; classes too small to spare a sample stay whole."""
     if fraction <= 0:
         return torch.arange(len(y)), torch.empty(0, dtype=torch.int64)

@@ -192,11 +192,11 @@ def _cv_accuracy(x: torch.Tensor, y: torch.Tensor, *, folds: int, ridge: float, 
     correct = 0
     for k in range(folds):
         train, test = fold_of != k, fold_of == k
-        correct += int((_ridge_predict(x[train], y[train], x[test], ridge=ridge) == y[test]).sum())
+        correct += int((ridge_predict(x[train], y[train], x[test], ridge=ridge) == y[test]).sum())
     return correct / len(y)
 
 
-def _ridge_predict(x: torch.Tensor, y: torch.Tensor, x_test: torch.Tensor, *, ridge: float) -> torch.Tensor:
+def ridge_predict(x: torch.Tensor, y: torch.Tensor, x_test: torch.Tensor, *, ridge: float) -> torch.Tensor:
     """Ridge classifier (least squares onto one-hot targets), solved in closed form in the dual."""
     mean, std = x.mean(0), x.std(0, unbiased=False)
     std = torch.where(std > 1e-6, std, torch.ones_like(std))
