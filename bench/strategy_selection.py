@@ -453,6 +453,9 @@ def main() -> None:
         sets.append(run_set(name, samples, labels, preprocessing=preprocessing, backbone=backbone,
                             selection=selection, probe=probe, threads=args.threads, compress=compress))
         print(f"[{name}] done after {time.perf_counter() - started:.0f} s", flush=True)
+        # Sets finished so far, in case a long run is stopped before the end.
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.with_suffix(".partial.json").write_text(json.dumps({"args": vars(args), "sets": sets}, indent=2))
     comparison = None
     if args.compare_per_label > 0:
         comparison = compare_fine_tunes(per_label=args.compare_per_label, epochs=args.compare_epochs,
