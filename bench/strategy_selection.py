@@ -2,6 +2,7 @@
 
 Usage: .venv/bin/python bench/strategy_selection.py [--max-per-label 45] [--size 224] [--threads 2]
        [--budget 60] [--compare-per-label 100] [--compare-epochs 8] [--sets hymenoptera,digits,steel]
+       [--formats onnx,pte,tflite | none] [--variants fp32,fp16,int8,...]
 
 For each set (../shared/data/hymenoptera: small, ImageNet-like; scikit-learn's digits: small
 greyscale, dissimilar; ../shared/data/neu_steel_defects: steel textures, 5 labels):
@@ -14,6 +15,10 @@ greyscale, dissimilar; ../shared/data/neu_steel_defects: steel textures, 5 label
 4. the baseline: scikit-learn ``LogisticRegressionCV`` on the top-layer (1280-d) features of
    the same training photos (same backbone), on the same holdout, with a paired comparison
    (exact McNemar, Newcombe interval) against the published model.
+5. the nightly compression stage on the published model (the job's formats and variants
+   unless narrowed): each format's recommended file against the fp32 file of the same version
+   on the holdout (paired interval), within the policy's 1 point and agreement bound or not,
+   and the stage's seconds; the three targets are checked at the end.
 Then the fast fine-tune (top blocks on cached activations) against the plain torchvision loop
 (whole network, augmentation every epoch) on the same ants/bees photos: time ratio and a paired
 comparison on the val folder.
@@ -27,6 +32,7 @@ import argparse
 import hashlib
 import io
 import json
+import os
 import platform as stdlib_platform
 import sys
 import tempfile
@@ -96,13 +102,26 @@ def digits_set(max_per_label: int):
     return _samples(items)
 
 
+def model_predictions(model, openers, preprocessing):
+    """argmax of ``model`` (normalised images -> scores) on each photo, preprocessed as an app does."""
+    import numpy as np
+    import torch
+
+    from training.ml.images import image_batches
+
+    model.eval()
+    out = []
+    with torch.inference_mode():
+        for batch in image_batches(openers, preprocessing=preprocessing, batch_size=32):
+            out.append(model(torch.from_numpy(batch)).argmax(1).numpy())
+    return np.concatenate(out)
+
+
 def _holdout_predictions(model, holdout, preprocessing):
-    from training.ml.transfer import samples_probabilities
-
-    return samples_probabilities(model, holdout, preprocessing=preprocessing, batch_size=32).argmax(1)
+    return model_predictions(model, [s.open_image for s in holdout], preprocessing)
 
 
-def run_set(name, samples, labels, *, preprocessing, backbone, selection, probe, threads):
+def run_set(name, samples, labels, *, preprocessing, backbone, selection, probe, threads, compress=None):
     """The pipeline with selection, each candidate on the holdout, and the baseline."""
     import numpy as np
     import torch
@@ -124,11 +143,16 @@ def run_set(name, samples, labels, *, preprocessing, backbone, selection, probe,
     y_hold = np.array([s.label for s in holdout])
     cache: dict = {}
     started = time.perf_counter()
+    compression = None
     with tempfile.TemporaryDirectory() as tmp:
         result = transfer_pipeline(
             samples=samples, labels=labels, backbone=backbone, preprocessing=preprocessing, out_dir=Path(tmp),
             probe=probe, feature_cache=cache, selection=selection, num_threads=threads,
         )
+        training_seconds = time.perf_counter() - started
+        if compress is not None:
+            compression = shipped_files_report(result=result, train=train, holdout=holdout, config=compress,
+                                               out_dir=Path(tmp) / "compressed", threads=threads)
     night_seconds = time.perf_counter() - started
     outcome = result.selection
     decision = result.decision
@@ -171,7 +195,7 @@ def run_set(name, samples, labels, *, preprocessing, backbone, selection, probe,
                 pred = _holdout_predictions(refit.model, holdout, preprocessing)
         if pred is not None:
             row["holdout_accuracy"] = proportion(int((pred == y_hold).sum()), len(y_hold)).to_dict()
-        candidates.append(row)
+        candidates.append((row, pred))
 
     # -- baseline: LogisticRegressionCV on the same top-layer features ------------------------
     t0 = time.perf_counter()
@@ -180,6 +204,12 @@ def run_set(name, samples, labels, *, preprocessing, backbone, selection, probe,
     baseline_correct = baseline.predict(hold_top.numpy()) == y_hold
     baseline_seconds = time.perf_counter() - t0
     paired = paired_compare(published_correct.tolist(), baseline_correct.tolist())
+    for row, pred in candidates:
+        if pred is not None:
+            row["minus_baseline"] = paired_compare((pred == y_hold).tolist(), baseline_correct.tolist()).to_dict()
+    candidates = [row for row, _ in candidates]
+    # Target 2: where some candidate beats the baseline beyond the noise, so must the published model.
+    can_beat = any(row.get("minus_baseline", {}).get("ci95", [0, 0])[0] > 0 for row in candidates)
     return {
         "set": name,
         "labels": list(labels),
@@ -202,9 +232,74 @@ def run_set(name, samples, labels, *, preprocessing, backbone, selection, probe,
         },
         "published_minus_baseline": paired.to_dict(),
         "published_below_baseline_beyond_noise": paired.high < 0,
+        "a_candidate_beats_baseline_beyond_noise": can_beat,
+        "published_beats_baseline_beyond_noise": paired.low > 0,
         "night_seconds": round(night_seconds, 1),
+        "training_seconds": round(training_seconds, 1),
+        "compression": compression,
         "pipeline_seconds": result.seconds,
         "holdout_feature_seconds": round(holdout_feature_seconds, 1),
+    }
+
+
+def shipped_files_report(*, result, train, holdout, config, out_dir, threads) -> dict:
+    """The nightly compression stage on the trained model, and each format's recommended file against fp32.
+
+    Per format: the recommended file (the smallest the policy offers) and the fp32 file of the
+    same version, both run by their runtime on the holdout; the paired accuracy difference
+    (exact McNemar, Newcombe interval), whether it is within the policy's accuracy loss (as
+    observed, and established by the interval) and the card's agreement bound against the policy.
+    """
+    import numpy as np
+
+    from training.ml.compress import compression_pipeline, samples_arrays
+    from training.ml.config import Preprocessing
+    from training.ml.measure import artifact_measure
+    from training.ml.stats import paired_compare
+
+    t0 = time.perf_counter()
+    outcome = compression_pipeline(
+        model=result.model, float_onnx=result.artifact_path, labels=list(result.labels),
+        preprocessing=result.preprocessing, train=train, holdout=holdout, out_dir=out_dir, config=config,
+        num_threads=threads,
+    )
+    seconds = time.perf_counter() - t0
+    card = outcome.card
+    policy = card["policy"]
+    y = np.array([s.label for s in holdout])
+    inputs: dict = {}
+
+    def correct(artifact):
+        pre = Preprocessing.from_manifest(artifact.preprocessing)
+        if pre not in inputs:
+            inputs[pre] = samples_arrays(holdout, pre)
+        measured = artifact_measure(path=artifact.path, format=artifact.format, inputs=inputs[pre], threads=1, runs=1)
+        return measured.probabilities.argmax(1) == y
+
+    files = []
+    for fmt, variant in sorted(card["recommended"].items()):
+        shipped = next(a for a in outcome.artifacts if a.format == fmt and a.variant == variant)
+        fp32 = next((a for a in outcome.artifacts if a.format == fmt and a.variant == "fp32"), None)
+        row = shipped.measurements
+        entry = {"format": fmt, "variant": variant, "size": shipped.size,
+                 "fp32_size": fp32.size if fp32 else None, "fidelity": row.get("fidelity")}
+        if fp32 is not None:
+            paired = paired_compare(correct(shipped).tolist(), correct(fp32).tolist())
+            entry["minus_fp32"] = paired.to_dict()
+            entry["within_accuracy_loss"] = paired.difference >= -policy["max_accuracy_loss"] - 1e-9
+            entry["within_accuracy_loss_established"] = paired.low >= -policy["max_accuracy_loss"] - 1e-9
+        fidelity = row.get("fidelity")
+        entry["within_agreement_bound"] = (variant == "fp32" or (
+            fidelity is not None and fidelity["upper95"] <= policy["max_disagreement"]))
+        files.append(entry)
+    return {
+        "policy": policy,
+        "recommended": card["recommended"],
+        "withheld": [{"format": r["format"], "variant": r["variant"], "reason": r.get("reason")}
+                     for r in card["variants"] if r.get("status") == "rejected"],
+        "files": files,
+        "seconds": round(seconds, 1),
+        "stage_seconds": card.get("seconds"),
     }
 
 
@@ -234,7 +329,7 @@ def compare_fine_tunes(*, per_label, epochs, preprocessing, backbone, selection,
                                           preprocessing=preprocessing)
         hold = networks.images_resized(images=[partial(Image.open, p) for p, _ in hold_files],
                                        preprocessing=preprocessing)
-        x_hold = networks.images_tensor(hold, list(range(len(hold))), preprocessing)
+        x_hold = networks.images_arrays(hold, list(range(len(hold))), preprocessing)
         fast_config = dataclasses.replace(selection.fine_tune, epochs=epochs)
         t0 = time.perf_counter()
         acts = networks.frozen_activations(backbone=net, resized=resized, preprocessing=preprocessing,
@@ -262,6 +357,46 @@ def compare_fine_tunes(*, per_label, epochs, preprocessing, backbone, selection,
     return out
 
 
+def compressed_print(sets) -> None:
+    """Each set's recommended file per format against fp32 of the same version, on the holdout."""
+    rows = [(s, f) for s in sets if s.get("compression") for f in s["compression"]["files"]]
+    if not rows:
+        return
+    print(f"\n{'set':12} {'recommended file':18} {'size':>9} {'x fp32':>7}  {'minus fp32 (paired, holdout)':38} "
+          f"{'disagree (upper95)':22} within 1 pt / bound")
+    for s, f in rows:
+        d, fid = f.get("minus_fp32"), f.get("fidelity") or {}
+        diff = f"{d['difference']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}] n={d['n']}" if d else "-"
+        agree = f"{fid['disagreements']}/{fid['n']} ({fid['upper95']:.3f})" if fid else "-"
+        ratio = f"{f['size'] / f['fp32_size']:.2f}" if f.get("fp32_size") else "-"
+        print(f"{s['set']:12} {f['variant'] + ' ' + f['format']:18} {f['size']:9d} {ratio:>7}  {diff:38} {agree:22} "
+              f"{f.get('within_accuracy_loss')} / {f['within_agreement_bound']}")
+    for s in sets:
+        c = s.get("compression")
+        if c:
+            print(f"{s['set']:12} compression stage {c['seconds']:.0f} s; withheld: "
+                  + ("; ".join(f"{w['variant']} {w['format']}" for w in c["withheld"]) or "none"))
+
+
+def targets_check(sets) -> dict:
+    """The issue's three targets, each "met", "NOT met (...)" or "not measured"."""
+    below = [s["set"] for s in sets if s["published_below_baseline_beyond_noise"]]
+    missed = [s["set"] for s in sets
+              if s["a_candidate_beats_baseline_beyond_noise"] and not s["published_beats_baseline_beyond_noise"]]
+    beat = [s["set"] for s in sets if s["a_candidate_beats_baseline_beyond_noise"]]
+    files = [(s["set"], f) for s in sets if s.get("compression") for f in s["compression"]["files"]]
+    outside = [f"{name} {f['variant']} {f['format']}" for name, f in files
+               if not (f.get("within_accuracy_loss") and f["within_agreement_bound"])]
+    return {
+        "published never below the baseline beyond its interval": "met" if not below else f"NOT met ({below})",
+        "published beats the baseline where a candidate can": (
+            ("met" if not missed else f"NOT met ({missed})") + f" (a candidate beats it beyond the noise on: "
+            f"{', '.join(beat) or 'no set'})"),
+        "recommended files within 1 point of fp32 and within the agreement bound": (
+            "not measured" if not files else ("met" if not outside else f"NOT met ({outside})")),
+    }
+
+
 def _acc(record) -> str:
     if not record:
         return "-"
@@ -279,6 +414,10 @@ def main() -> None:
     parser.add_argument("--sets", default="hymenoptera,digits,steel")
     parser.add_argument("--fine-tune-min-per-label", type=int, default=30,
                         help="PLATFORM_STRATEGY_FINE_TUNE_MIN_PER_LABEL (the job's default)")
+    parser.add_argument("--formats", default="onnx,pte,tflite",
+                        help="compression formats (PLATFORM_COMPRESSION_FORMATS; 'none': no compression stage)")
+    parser.add_argument("--variants", default="",
+                        help="compression variants (PLATFORM_COMPRESSION_VARIANTS; default: the job's)")
     args = parser.parse_args()
 
     import warnings
@@ -296,6 +435,12 @@ def main() -> None:
     # The job's defaults otherwise.
     selection = SelectionConfig(budget_minutes=args.budget, fine_tune_min_per_label=args.fine_tune_min_per_label)
     probe = LinearProbeConfig()
+    compress = None
+    if args.formats != "none":
+        from training.ml.config import COMPRESSION_VARIANTS, CompressionConfig
+
+        variants = tuple(args.variants.split(",")) if args.variants else COMPRESSION_VARIANTS
+        compress = CompressionConfig(variants=variants, formats=tuple(args.formats.split(",")))
     loaders = {
         "hymenoptera": lambda: folder_set(SHARED / "hymenoptera" / "train", args.max_per_label),
         "digits": lambda: digits_set(args.max_per_label),
@@ -306,8 +451,11 @@ def main() -> None:
     for name in args.sets.split(","):
         samples, labels = loaders[name]()
         sets.append(run_set(name, samples, labels, preprocessing=preprocessing, backbone=backbone,
-                            selection=selection, probe=probe, threads=args.threads))
+                            selection=selection, probe=probe, threads=args.threads, compress=compress))
         print(f"[{name}] done after {time.perf_counter() - started:.0f} s", flush=True)
+        # Sets finished so far, in case a long run is stopped before the end.
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.with_suffix(".partial.json").write_text(json.dumps({"args": vars(args), "sets": sets}, indent=2))
     comparison = None
     if args.compare_per_label > 0:
         comparison = compare_fine_tunes(per_label=args.compare_per_label, epochs=args.compare_epochs,
@@ -330,6 +478,11 @@ def main() -> None:
               f"[{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}] p={d['p_value']:.3g}")
         print(f"{s['set']:12} whole night {s['night_seconds']:.0f} s; rule {s['rule_choice']} "
               f"(similarity {s['similarity_score']:+.3f}, {s['size']}), measured {s['measured_choice']}")
+    compressed_print(sets)
+    targets = targets_check(sets)
+    print("\nTargets:")
+    for name, verdict in targets.items():
+        print(f"  {name}: {verdict}")
     if comparison:
         f, p, d = comparison["fast"], comparison["plain"], comparison["fast_minus_plain"]
         print(f"\nFine-tuning on {comparison['train']} ants/bees photos, holdout {comparison['holdout']} (val folder):")
@@ -348,6 +501,8 @@ def main() -> None:
                       "trainable_blocks": selection.fine_tune.trainable_blocks},
         "sets": sets,
         "fine_tune_comparison": comparison,
+        "targets": targets,
+        "load_average_end": os.getloadavg(),
         "seconds": round(time.perf_counter() - started, 1),
     }, indent=2))
     print(f"\nwrote {RESULTS.relative_to(ROOT)} ({time.perf_counter() - started:.0f} s)")

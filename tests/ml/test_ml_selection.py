@@ -163,7 +163,7 @@ def test_fast_fine_tune_exports_exactly_what_it_trained(tiny_backbone):
     assert not torch.equal(acts.views[:, 0], acts.views[:, 1])
     outcome = networks.fine_tune_cached(backbone=tiny_backbone, acts=acts, targets=[i % 2 for i in range(12)],
                                         num_classes=2, config=config, views=2)
-    x = networks.images_tensor(resized, list(range(12)), pre)
+    x = networks.images_arrays(resized, list(range(12)), pre)
     with torch.no_grad():
         shipped = outcome.model(x)
     assert shipped.shape == (12, 2)
@@ -225,3 +225,47 @@ def test_an_override_wins_over_measured_selection_and_the_record_says_so(ml_weig
     decision = result.decision
     assert decision["choice"] == decision["winner"] == decision["override"] == "linear_probe"
     assert decision["candidates"] == [] and "override" in decision["why"] and result.selection is None
+
+
+def test_frozen_part_in_onnxruntime_gives_the_torch_activations():
+    """The cheaper runtime for the frozen pass changes nothing the top blocks train on."""
+    import torchvision
+
+    from training.ml import networks
+
+    torch.manual_seed(0)
+    net = torchvision.models.mobilenet_v2(weights=None, inverted_residual_setting=[[1, 16, 1, 1], [6, 24, 2, 2]])
+    net.classifier = torch.nn.Identity()
+    net.eval().requires_grad_(False)
+    pre = Preprocessing(input_size=32, resize=36)
+    rng = np.random.default_rng(0)
+    resized = networks.images_resized(
+        images=[Image.fromarray(rng.integers(0, 255, (36, 40, 3), dtype=np.uint8)) for _ in range(5)],
+        preprocessing=pre,
+    )
+    config = FineTuneConfig(trainable_blocks=2)
+    runs = {
+        runtime: networks.frozen_activations(backbone=net, resized=resized, preprocessing=pre, config=config,
+                                             views=2, seed=0, runtime=runtime)
+        for runtime in ("torch", "onnxruntime")
+    }
+    assert runs["onnxruntime"].runtime == "onnxruntime" and runs["torch"].runtime == "torch"
+    a, b = runs["torch"].views.float(), runs["onnxruntime"].views.float()
+    assert a.shape == b.shape == (5, 3, *a.shape[2:])
+    assert torch.allclose(a, b, atol=1e-2, rtol=1e-2)  # float16 storage; the runtimes agree to ~1e-5
+    # Few images: the export would cost more than it saves, so "auto" stays in torch.
+    auto = networks.frozen_activations(backbone=net, resized=resized, preprocessing=pre, config=config, views=2)
+    assert auto.runtime == "torch"
+
+
+def test_frozen_part_falls_back_to_torch_when_the_export_fails(monkeypatch):
+    from training.ml import networks
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("exporter unavailable")
+
+    monkeypatch.setattr(networks, "onnx_export", broken)
+    stem = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3)).eval()
+    runner = networks.frozen_runner(stem, preprocessing=Preprocessing(input_size=8, resize=8), runtime="onnxruntime")
+    assert runner.runtime == "torch"
+    assert runner(torch.zeros(2, 3, 8, 8)).shape == (2, 4, 6, 6)

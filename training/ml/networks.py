@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import logging
 import math
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -22,14 +25,26 @@ from torch import nn
 from training.ml.backbone import backbone_feature_dim
 from training.ml.config import LinearProbeConfig, Preprocessing
 from training.ml.errors import ImageDecodeError
-from training.ml.export import ProbabilityClassifier, classifier_assemble
+from training.ml.export import ProbabilityClassifier, classifier_assemble, onnx_export
 from training.ml.features import features_extract
 from training.ml.images import ImageSource, image_rgb, image_to_array, resized_size
+from training.ml.inference import INPUT_NAME, onnx_session
 from training.ml.linear import linear_probe_train, stratified_split
 from training.ml.similarity import layer_features_extract, lower_pool
 from training.ml.strategies import FineTuneConfig, LowerLayerConfig
 
 Progress = Callable[[int, int], None]
+logger = logging.getLogger(__name__)
+
+#: From this many images (photos x (centre + augmented views)) the frozen part runs in
+#: onnxruntime: measured here at 224 px, 1 thread, 14 ms of CPU per image against 46 ms in
+#: eager torch, for a one-off export of about 13 CPU seconds (break-even near 400 images).
+FROZEN_ONNX_MIN_IMAGES = 1000
+#: Early stopping counts an epoch as better only when its validation loss drops by more than this.
+MIN_LOSS_IMPROVEMENT = 1e-6
+#: Images per batch when only predicting (no gradients), for whole networks and for the top blocks.
+EVAL_BATCH = 64
+TOP_EVAL_BATCH = 128
 
 
 @dataclass
@@ -253,98 +268,152 @@ def _network_train(
     progress: Progress | None,
     resized: list[Image.Image] | None = None,
 ) -> StrategyOutcome:
+    """Train ``net`` (a MobileNetV2 with its new classifier) on the photos, augmented every epoch."""
     started = time.perf_counter()
-    y = torch.as_tensor(list(targets), dtype=torch.int64)
-    if len(y) != len(images) or len(y) == 0:
-        raise ValueError(f"need one target per image, got {len(y)} targets for {len(images)} images")
+    y = _targets_check(targets, len(images))
     if resized is None:
         resized = images_resized(images=images, preprocessing=preprocessing)
     train_idx, val_idx = stratified_split(y, fraction=config.validation_fraction, seed=config.seed)
-    val_x = images_tensor(resized, val_idx.tolist(), preprocessing)
+    val_x = images_arrays(resized, val_idx.tolist(), preprocessing)
 
     frozen = _freeze(net, config.trainable_blocks)
     net.to(memory_format=torch.channels_last)
     head_params = list(net.classifier.parameters())
     head_ids = {id(p) for p in head_params}
     body_params = [p for p in net.parameters() if p.requires_grad and id(p) not in head_ids]
-    groups = [{"params": head_params, "lr": config.lr}]
-    if body_params and config.backbone_lr_mult > 0:
-        groups.append({"params": body_params, "lr": config.lr * config.backbone_lr_mult})
-    optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
-    weight = _class_weights(y[train_idx], num_classes) if config.class_weighting else None
-    criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing)
-    val_criterion = nn.CrossEntropyLoss(weight=weight)  # no smoothing: an honest stopping signal
+    optimizer, scheduler = _optimizer_build(head=head_params, body=body_params, config=config)
+    criterion, val_criterion = _criteria(y[train_idx], num_classes=num_classes, config=config)
     transform = _train_transform(config, preprocessing)
     generator = torch.Generator().manual_seed(config.seed)
 
-    history: list[dict] = []
-    best = _BestEpoch(epochs=config.epochs)
-    for epoch in range(1, config.epochs + 1):
-        t0 = time.perf_counter()
-        net.train()
-        for module in frozen:
-            module.eval()  # frozen BatchNorm keeps its ImageNet statistics
-        if config.freeze_batchnorm:
-            for module in net.modules():
-                if isinstance(module, nn.BatchNorm2d):
-                    module.eval()
+    def batches():
+        """One epoch: every training photo once, freshly augmented, in a new order."""
         order = train_idx[torch.randperm(len(train_idx), generator=generator)].tolist()
-        loss_sum, correct, seen = 0.0, 0, 0
-        for start in range(0, len(order), config.batch_size):
-            idx = order[start : start + config.batch_size]
-            if len(idx) < 2 and seen:  # BatchNorm cannot train on a batch of one
-                continue
-            x = torch.stack([transform(resized[i]) for i in idx]).contiguous(memory_format=torch.channels_last)
-            target = y[idx]
-            logits = net(x)
-            loss = criterion(logits, target)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.item() * len(idx)
-            correct += int((logits.argmax(1) == target).sum())
-            seen += len(idx)
-        lr = optimizer.param_groups[0]["lr"]  # the head's rate this epoch
-        scheduler.step()
-        record = {
-            "epoch": epoch,
-            "train_loss": loss_sum / seen,
-            "train_accuracy": correct / seen,  # on augmented crops
-            "val_loss": None,
-            "val_accuracy": None,
-            "lr": lr,
-        }
-        if len(val_idx):
-            best.update(record, logits=_logits(net, val_x), targets=y[val_idx], criterion=val_criterion,
-                        module=net, epoch=epoch)
-        if best.epoch_end(record, started=t0, history=history, progress=progress, epochs=config.epochs,
-                          patience=config.patience if len(val_idx) else None):
-            break
-    if best.state is not None:
-        net.load_state_dict(best.state)
+        for idx in _batch_slices(order, config.batch_size):
+            yield torch.stack([transform(resized[i]) for i in idx]).contiguous(memory_format=torch.channels_last), y[idx]
 
-    net.eval()
-    train_logits = _logits(net, images_tensor(resized, train_idx.tolist(), preprocessing))
-    train_accuracy = float((train_logits.argmax(1) == y[train_idx]).float().mean())
-    net.to(memory_format=torch.contiguous_format)
-    net.requires_grad_(False)
-    model = ProbabilityClassifier(net).eval()
+    history, best = _epochs_run(
+        module=net,
+        batches=batches,
+        modes=lambda: _train_modes(net, frozen=frozen, freeze_batchnorm=config.freeze_batchnorm),
+        optimizer=optimizer,
+        scheduler=scheduler,
+        criterion=criterion,
+        validation=(lambda: _logits(net, val_x), y[val_idx], val_criterion) if len(val_idx) else None,
+        config=config,
+        progress=progress,
+    )
+    model, train_accuracy = _network_finish(net, train_x=images_arrays(resized, train_idx.tolist(), preprocessing),
+                                            train_y=y[train_idx])
     return StrategyOutcome(
         strategy=strategy,
         model=model,
         history=history,
-        best_epoch=best.epoch if best.state is not None else len(history),
+        best_epoch=best.best_epoch(history),
         train_accuracy=train_accuracy,
         details={
             "config": dataclasses.asdict(config),
             "validation_count": len(val_idx),
             "epochs_run": len(history),
-            "trainable_parameters": sum(p.numel() for group in groups for p in group["params"]),
+            "trainable_parameters": sum(p.numel() for group in optimizer.param_groups for p in group["params"]),
             "seconds": round(time.perf_counter() - started, 3),
         },
         seconds=time.perf_counter() - started,
     )
+
+
+def _targets_check(targets: Sequence[int], count: int) -> torch.Tensor:
+    """The targets as int64, one per image (ValueError otherwise)."""
+    y = torch.as_tensor(list(targets), dtype=torch.int64)
+    if len(y) != count or len(y) == 0:
+        raise ValueError(f"need one target per image, got {len(y)} targets for {count} images")
+    return y
+
+
+def _optimizer_build(*, head: list, body: list, config: FineTuneConfig):
+    """AdamW with the head at ``lr`` and the trainable body at ``lr * backbone_lr_mult``; cosine decay."""
+    groups = [{"params": head, "lr": config.lr}]
+    if body and config.backbone_lr_mult > 0:
+        groups.append({"params": body, "lr": config.lr * config.backbone_lr_mult})
+    optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+    return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+
+
+def _criteria(y_train: torch.Tensor, *, num_classes: int, config: FineTuneConfig) -> tuple[nn.Module, nn.Module]:
+    """(training loss, validation loss): class-weighted; only training is label-smoothed."""
+    weight = _class_weights(y_train, num_classes) if config.class_weighting else None
+    criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing)
+    return criterion, nn.CrossEntropyLoss(weight=weight)  # no smoothing: an honest stopping signal
+
+
+def _batch_slices(order: Sequence, batch_size: int):
+    """Consecutive batches of ``order``; a trailing batch of one is dropped (BatchNorm cannot train on it)."""
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        if len(idx) < 2 and start > 0:
+            continue
+        yield idx
+
+
+def _train_modes(module: nn.Module, *, frozen: Sequence[nn.Module] = (), freeze_batchnorm: bool) -> None:
+    """Training mode, except frozen blocks and (if asked) BatchNorm, which keep their statistics."""
+    module.train()
+    for part in frozen:
+        part.eval()  # frozen BatchNorm keeps its ImageNet statistics
+    if freeze_batchnorm:
+        for part in module.modules():
+            if isinstance(part, nn.BatchNorm2d):
+                part.eval()
+
+
+def _epoch_train(module: nn.Module, batches, *, criterion, optimizer) -> dict:
+    """One pass over ``batches`` of (x, target); the loss and accuracy on what it saw."""
+    loss_sum, correct, seen = 0.0, 0, 0
+    for x, target in batches:
+        logits = module(x)
+        loss = criterion(logits, target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_sum += loss.item() * len(target)
+        correct += int((logits.argmax(1) == target).sum())
+        seen += len(target)
+    return {"train_loss": loss_sum / max(seen, 1), "train_accuracy": correct / max(seen, 1)}  # on augmented views
+
+
+def _epochs_run(*, module, batches, modes, optimizer, scheduler, criterion, validation, config: FineTuneConfig,
+                progress) -> tuple[list[dict], _BestEpoch]:
+    """Train up to ``config.epochs`` epochs, stopping early on the validation loss; the best weights are loaded.
+
+    ``batches()`` yields one epoch's (x, target); ``validation`` is (logits(), targets, loss) or None.
+    """
+    history: list[dict] = []
+    best = _BestEpoch(epochs=config.epochs)
+    for epoch in range(1, config.epochs + 1):
+        t0 = time.perf_counter()
+        modes()
+        stats = _epoch_train(module, batches(), criterion=criterion, optimizer=optimizer)
+        lr = optimizer.param_groups[0]["lr"]  # the head's rate this epoch
+        scheduler.step()
+        record = {"epoch": epoch, **stats, "val_loss": None, "val_accuracy": None, "lr": lr}
+        if validation is not None:
+            logits, targets, val_criterion = validation
+            best.update(record, logits=logits(), targets=targets, criterion=val_criterion, module=module, epoch=epoch)
+        if best.epoch_end(record, started=t0, history=history, progress=progress, epochs=config.epochs,
+                          patience=config.patience if validation is not None else None):
+            break
+    if best.state is not None:
+        module.load_state_dict(best.state)
+    return history, best
+
+
+def _network_finish(net: nn.Module, *, train_x: torch.Tensor, train_y: torch.Tensor) -> tuple[nn.Module, float]:
+    """(the frozen probability model, its accuracy on the unaugmented training photos)."""
+    net.eval()
+    train_accuracy = float((_logits(net, train_x).argmax(1) == train_y).float().mean())
+    net.to(memory_format=torch.contiguous_format)
+    net.requires_grad_(False)
+    return ProbabilityClassifier(net).eval(), train_accuracy
 
 
 class _BestEpoch:
@@ -357,11 +426,15 @@ class _BestEpoch:
         """Score this epoch into ``record``; keep a copy of ``module``'s weights if it is the best so far."""
         record["val_loss"] = float(criterion(logits, targets))
         record["val_accuracy"] = float((logits.argmax(1) == targets).float().mean())
-        if record["val_loss"] < self.loss - 1e-6:
+        if record["val_loss"] < self.loss - MIN_LOSS_IMPROVEMENT:
             self.loss, self.epoch, self.stale = record["val_loss"], epoch, 0
             self.state = copy.deepcopy(module.state_dict())
         else:
             self.stale += 1
+
+    def best_epoch(self, history: list) -> int:
+        """The epoch whose weights were kept (the last one run when nothing was validated)."""
+        return self.epoch if self.state is not None else len(history)
 
     def epoch_end(self, record: dict, *, started: float, history: list, progress, epochs: int, patience) -> bool:
         """Close the epoch's record; True when training should stop (``patience`` None: never early)."""
@@ -389,15 +462,15 @@ def _class_weights(y: torch.Tensor, num_classes: int) -> torch.Tensor:
     return torch.where(counts > 0, len(y) / (num_classes * counts.clamp(min=1)), torch.zeros_like(counts))
 
 
-def images_tensor(resized: Sequence[Image.Image], index: Sequence[int], preprocessing: Preprocessing) -> torch.Tensor:
-    """The photos at ``index`` of ``resized`` as one batch [N, 3, S, S], preprocessed as an app does."""
+def images_arrays(resized: Sequence[Image.Image], index: Sequence[int], preprocessing: Preprocessing) -> torch.Tensor:
+    """The centre crops an app feeds (``image_to_array``) of ``resized[index]``, as one NCHW batch."""
     size = preprocessing.input_size
     if not index:
         return torch.empty((0, 3, size, size))
     return torch.from_numpy(np.stack([image_to_array(resized[i], preprocessing=preprocessing) for i in index]))
 
 
-def _logits(net: nn.Module, x: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+def _logits(net: nn.Module, x: torch.Tensor, batch_size: int = EVAL_BATCH) -> torch.Tensor:
     net.eval()
     out = []
     with torch.no_grad():
@@ -434,6 +507,7 @@ class FrozenActivations:
     cut: int
     views: torch.Tensor
     seconds: float
+    runtime: str = "torch"  # what ran the frozen part (FrozenRunner)
 
 
 class TopBlocks(nn.Module):
@@ -459,14 +533,20 @@ def frozen_activations(
     seed: int = 0,
     batch_size: int = 32,
     progress: Progress | None = None,
+    runtime: str = "auto",
 ) -> FrozenActivations:
-    """Run the frozen part once per photo and view (``resized`` from ``images_resized``)."""
+    """Run the frozen part once per photo and view (``resized`` from ``images_resized``).
+
+    ``runtime``: "auto" uses onnxruntime from ``FROZEN_ONNX_MIN_IMAGES`` images (photos x
+    (views + 1)) up, where the one-off export pays for itself; else "torch" or "onnxruntime".
+    """
     started = time.perf_counter()
     cut = len(backbone.features) - int(config.trainable_blocks or 0)
     if not 0 < cut < len(backbone.features):
         raise ValueError(f"trainable_blocks must leave a frozen part, got {config.trainable_blocks}")
-    stem = backbone.features[:cut].eval()
-    stem.to(memory_format=torch.channels_last)
+    if runtime == "auto":
+        runtime = "onnxruntime" if len(resized) * (views + 1) >= FROZEN_ONNX_MIN_IMAGES else "torch"
+    stem = frozen_runner(backbone.features[:cut], preprocessing=preprocessing, runtime=runtime)
     transform = _train_transform(dataclasses.replace(config, augment=True), preprocessing)
     per_photo = max(1, batch_size // (views + 1))
     chunks = []
@@ -479,12 +559,55 @@ def frozen_activations(
                 for image in group:
                     x.append(torch.from_numpy(image_to_array(image, preprocessing=preprocessing)))
                     x += [transform(image) for _ in range(views)]
-                out = stem(torch.stack(x).contiguous(memory_format=torch.channels_last))
+                out = stem(torch.stack(x))
                 chunks.append(out.reshape(len(group), views + 1, *out.shape[1:]).to(torch.float16).contiguous())
                 if progress is not None:
                     progress(start + len(group), len(resized))
     acts = torch.cat(chunks).clone() if chunks else torch.empty(0)
-    return FrozenActivations(cut=cut, views=acts, seconds=time.perf_counter() - started)
+    return FrozenActivations(cut=cut, views=acts, seconds=time.perf_counter() - started, runtime=stem.runtime)
+
+
+class FrozenRunner:
+    """The frozen ``features[:cut]`` as a function of a normalised NCHW float32 batch.
+
+    ``runtime`` "onnxruntime": the part is exported once and run by an onnxruntime session
+    (fused convolutions: about 3x less CPU than eager torch on these cores); "torch": eager,
+    channels_last. The outputs agree to about 1e-5 (tested), far below the float16 cache.
+    """
+
+    def __init__(self, stem: nn.Module, *, preprocessing: Preprocessing, runtime: str):
+        self.runtime = runtime
+        self._stem = stem.eval()
+        self._session = None
+        if runtime == "onnxruntime":
+            self._session = _frozen_session(stem, preprocessing=preprocessing)
+        elif runtime == "torch":
+            self._stem.to(memory_format=torch.channels_last)
+        else:
+            raise ValueError(f"runtime must be 'auto', 'torch' or 'onnxruntime', got {runtime!r}")
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self._session is not None:
+            return torch.from_numpy(self._session.run(None, {INPUT_NAME: x.numpy()})[0])
+        return self._stem(x.contiguous(memory_format=torch.channels_last))
+
+
+def frozen_runner(stem: nn.Module, *, preprocessing: Preprocessing, runtime: str) -> FrozenRunner:
+    """A ``FrozenRunner``; falls back to torch when the export or the session fails (logged)."""
+    if runtime == "onnxruntime":
+        try:
+            return FrozenRunner(stem, preprocessing=preprocessing, runtime=runtime)
+        except Exception as exc:  # any exporter or runtime failure: eager torch still works
+            logger.warning("frozen part runs in torch: onnxruntime failed: %s: %s", type(exc).__name__, exc)
+    return FrozenRunner(stem, preprocessing=preprocessing, runtime="torch")
+
+
+def _frozen_session(stem: nn.Module, *, preprocessing: Preprocessing):
+    """Export a copy of ``stem`` to a temporary ONNX file and open it with torch's thread count."""
+    part = copy.deepcopy(stem).to(memory_format=torch.contiguous_format)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = onnx_export(model=part, path=Path(tmp) / "frozen.onnx", preprocessing=preprocessing)
+        return onnx_session(path_or_bytes=path.read_bytes(), num_threads=torch.get_num_threads())
 
 
 def top_blocks_train(
@@ -514,60 +637,40 @@ def top_blocks_train(
     y = y_all[index]
     train_pos, val_pos = stratified_split(y, fraction=config.validation_fraction, seed=config.seed)
     train_idx, val_idx = index[train_pos], index[val_pos]
-    groups = [{"params": list(top.classifier.parameters()), "lr": config.lr}]
-    if config.backbone_lr_mult > 0:
-        groups.append({"params": list(top.blocks.parameters()), "lr": config.lr * config.backbone_lr_mult})
-    else:
+    if config.backbone_lr_mult <= 0:
         top.blocks.requires_grad_(False)
-    optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
-    weight = _class_weights(y_all[train_idx], num_classes) if config.class_weighting else None
-    criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing)
-    val_criterion = nn.CrossEntropyLoss(weight=weight)
+    optimizer, scheduler = _optimizer_build(
+        head=list(top.classifier.parameters()), body=list(top.blocks.parameters()), config=config
+    )
+    criterion, val_criterion = _criteria(y_all[train_idx], num_classes=num_classes, config=config)
     generator = torch.Generator().manual_seed(config.seed)
     n_views = acts.views.shape[1]
-    history: list[dict] = []
-    best = _BestEpoch(epochs=config.epochs)
-    for epoch in range(1, config.epochs + 1):
-        t0 = time.perf_counter()
-        top.train()
-        if config.freeze_batchnorm:
-            for module in top.modules():
-                if isinstance(module, nn.BatchNorm2d):
-                    module.eval()
+
+    def batches():
+        """One epoch: every training photo once, as one of its cached views drawn at random."""
         order = train_idx[torch.randperm(len(train_idx), generator=generator)]
         view = torch.randint(0, n_views, (len(order),), generator=generator)
-        loss_sum, correct, seen = 0.0, 0, 0
-        for start in range(0, len(order), config.batch_size):
-            idx, v = order[start : start + config.batch_size], view[start : start + config.batch_size]
-            if len(idx) < 2 and seen:
-                continue
-            x = acts.views[idx, v].float().contiguous(memory_format=torch.channels_last)
-            logits = top(x)
-            loss = criterion(logits, y_all[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.item() * len(idx)
-            correct += int((logits.argmax(1) == y_all[idx]).sum())
-            seen += len(idx)
-        lr = optimizer.param_groups[0]["lr"]
-        scheduler.step()
-        record = {"epoch": epoch, "train_loss": loss_sum / max(seen, 1), "train_accuracy": correct / max(seen, 1),
-                  "val_loss": None, "val_accuracy": None, "lr": lr}
-        if len(val_idx):
-            best.update(record, logits=top_blocks_logits(top, acts, val_idx), targets=y_all[val_idx],
-                        criterion=val_criterion, module=top, epoch=epoch)
-        if best.epoch_end(record, started=t0, history=history, progress=progress, epochs=config.epochs,
-                          patience=config.patience if len(val_idx) else None):
-            break
-    if best.state is not None:
-        top.load_state_dict(best.state)
+        for positions in _batch_slices(range(len(order)), config.batch_size):
+            idx, v = order[positions.start : positions.stop], view[positions.start : positions.stop]
+            yield acts.views[idx, v].float().contiguous(memory_format=torch.channels_last), y_all[idx]
+
+    history, best = _epochs_run(
+        module=top,
+        batches=batches,
+        modes=lambda: _train_modes(top, freeze_batchnorm=config.freeze_batchnorm),
+        optimizer=optimizer,
+        scheduler=scheduler,
+        criterion=criterion,
+        validation=(lambda: top_blocks_logits(top, acts, val_idx), y_all[val_idx], val_criterion)
+        if len(val_idx) else None,
+        config=config,
+        progress=progress,
+    )
     top.eval()
-    return top, history, best.epoch if best.state is not None else len(history)
+    return top, history, best.best_epoch(history)
 
 
-def top_blocks_logits(top: TopBlocks, acts: FrozenActivations, index: torch.Tensor, batch_size: int = 128) -> torch.Tensor:
+def top_blocks_logits(top: TopBlocks, acts: FrozenActivations, index: torch.Tensor, batch_size: int = TOP_EVAL_BATCH) -> torch.Tensor:
     """Logits of the centre views (view 0) of ``index``."""
     top.eval()
     out = []

@@ -44,6 +44,10 @@ from training.ml.strategies import (
 Report = Callable[[float], None]
 #: The table's "small" row for a similarity column: the prior when the rule's own choice did not run.
 _SMALL_ROW = {True: "linear_probe", False: "lower_layer_probe"}
+#: Ridge penalty of the closed-form classifier that chooses the lower-layer probe's tap.
+TAP_RIDGE = 0.1
+#: The throughput measurement for the cost estimates: images per timed batch.
+RATE_BATCH = 16
 
 
 @dataclass
@@ -146,7 +150,7 @@ def measure_rates(*, backbone: torch.nn.Module, preprocessing: Preprocessing, co
     cut = len(backbone.features) - int(config.trainable_blocks or 0)
     backbone.eval()
     backbone.to(memory_format=torch.channels_last)
-    x = torch.randn(16, 3, size, size).contiguous(memory_format=torch.channels_last)
+    x = torch.randn(RATE_BATCH, 3, size, size).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
         backbone(x[:2])  # warm-up
         t0 = time.perf_counter()
@@ -261,7 +265,7 @@ def strategy_select(
                 candidate.predictions, chosen = _lower_oof(lower_x, yt, fold_of, num_classes, probe)
             candidate.params["chosen_per_fold"] = chosen
         elif candidate.strategy == "fine_tune":
-            candidate.predictions, epochs, acts, resized = _fine_tune_oof(
+            candidate.predictions, epochs, acts, resized = fine_tune_oof(
                 train, yt, fold_of, num_classes, net, preprocessing, config,
                 report=lambda done, step=1 / len(plan), at=position / len(plan): report(at + step * done),
             )
@@ -358,7 +362,7 @@ def _tap_choose(taps: dict, y: torch.Tensor, fold_of: np.ndarray, *, exclude: in
         for k in inner:
             train = torch.as_tensor(keep & (fold_of != k))
             test = torch.as_tensor(fold_of == k)
-            correct += int((ridge_predict(x[train], y[train], x[test], ridge=0.1) == y[test]).sum())
+            correct += int((ridge_predict(x[train], y[train], x[test], ridge=TAP_RIDGE) == y[test]).sum())
         if correct > best_correct:  # ties keep the earlier (cheaper, lower) tap
             best, best_correct = tap, correct
     return best
@@ -381,19 +385,29 @@ def _lower_oof(taps: dict, y: torch.Tensor, fold_of: np.ndarray, num_classes: in
     return pred, chosen
 
 
-def _fine_tune_oof(train, y, fold_of, num_classes, net, preprocessing, config: SelectionConfig, report):
-    """Out-of-fold predictions of the fast fine-tune; the activations are computed once for all folds."""
+def fine_tune_oof(train, y, fold_of, num_classes, net, preprocessing, config: SelectionConfig, report,
+                  stages: dict | None = None):
+    """Out-of-fold predictions of the fast fine-tune; the activations are computed once for all folds.
+
+    Returns (predictions, best epoch per fold, the activations, the resized photos); the refit
+    on all photos reuses the activations. ``stages`` (optional) receives each stage's wall and
+    process CPU seconds: decode, activations, fold k.
+    """
     from training.ml import networks
 
+    stages = {} if stages is None else stages
+    clock = _StageClock(stages)
     try:
         resized = networks.images_resized(images=[s.open_image for s in train], preprocessing=preprocessing)
     except ImageDecodeError as exc:
         key = train[exc.index].key if 0 <= exc.index < len(train) else "?"
         raise ImageDecodeError(f"photo {key}: {exc}", index=exc.index) from exc
+    clock.lap("decode")
     acts = networks.frozen_activations(
         backbone=net, resized=resized, preprocessing=preprocessing, config=config.fine_tune,
         views=config.fine_tune_views, seed=config.seed,
     )
+    clock.lap(f"activations ({acts.runtime})")
     pred = np.full(len(y), -1, dtype=np.int64)
     epochs = []
     for k in range(int(fold_of.max()) + 1):
@@ -404,8 +418,22 @@ def _fine_tune_oof(train, y, fold_of, num_classes, net, preprocessing, config: S
         )
         pred[test] = networks.top_blocks_logits(top, acts, torch.as_tensor(test)).argmax(1).numpy()
         epochs.append(best_epoch)
+        clock.lap(f"fold {k}")
         report((k + 1) / (int(fold_of.max()) + 1))  # lets the job record progress and honour a cancel
     return pred, epochs, acts, resized
+
+
+class _StageClock:
+    """Writes each stage's {"wall_seconds", "cpu_seconds"} into ``stages`` as it ends."""
+
+    def __init__(self, stages: dict):
+        self.stages = stages
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+
+    def lap(self, name: str) -> None:
+        wall, cpu = time.perf_counter(), time.process_time()
+        self.stages[name] = {"wall_seconds": round(wall - self.wall, 2), "cpu_seconds": round(cpu - self.cpu, 2)}
+        self.wall, self.cpu = wall, cpu
 
 
 def _from_scratch_oof(train, y, fold_of, num_classes, net, preprocessing, resized):
@@ -423,7 +451,7 @@ def _from_scratch_oof(train, y, fold_of, num_classes, net, preprocessing, resize
             preprocessing=preprocessing, config=FROM_SCRATCH_DEFAULT,
         )
         with torch.no_grad():
-            pred[test] = outcome.model(networks.images_tensor(resized, test.tolist(), preprocessing)).argmax(1).numpy()
+            pred[test] = outcome.model(networks.images_arrays(resized, test.tolist(), preprocessing)).argmax(1).numpy()
     return pred
 
 
