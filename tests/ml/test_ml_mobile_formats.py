@@ -320,7 +320,7 @@ def test_grouped_palettes_follow_coremltools_rules_and_cost_less_than_one_palett
 def test_the_structure_check_reads_grouped_palettes_and_refuses_a_package_that_differs(mobile, tmp_path):
     import shutil
 
-    from training.ml.compress import _Built, coreml_check, model_probabilities, samples_arrays
+    from training.ml.compress import BuiltFile, coreml_check, model_probabilities, samples_arrays
     from training.ml.export_mobile import coreml_export
     from training.ml.formats import mlpackage_inspect
 
@@ -336,13 +336,13 @@ def test_the_structure_check_reads_grouped_palettes_and_refuses_a_package_that_d
     per_tensor = tmp_path / "pal4.mlpackage.zip"
     coreml_export(model=model, path=per_tensor, preprocessing=PRE, labels=LABELS, variant="pal4", group_size=None)
     assert mlpackage_inspect(per_tensor.read_bytes())["palette_groups"] == []
-    built = _Built("pal4", "mlpackage", "pal4", per_tensor, PRE, {}, None)
+    built = BuiltFile("pal4", "mlpackage", "pal4", per_tensor, PRE, {}, None)
     per_tensor_row = coreml_check(built=built, model=model, inputs=x, reference=reference,
                                   y_true=[s.label for s in holdout], offer_unexecuted=True)
     assert per_tensor_row["status"] == "failed"
     assert "look-up tables cover whole tensors output channels, the estimate 16" in per_tensor_row["reason"]
     shutil.copy(out_dir / "pal4.mlpackage.zip", tmp_path / "grouped.zip")
-    row = coreml_check(built=_Built("pal2", "mlpackage", "pal2", tmp_path / "grouped.zip", PRE, {}, None),
+    row = coreml_check(built=BuiltFile("pal2", "mlpackage", "pal2", tmp_path / "grouped.zip", PRE, {}, None),
                        model=model, inputs=x, reference=reference, y_true=[s.label for s in holdout],
                        offer_unexecuted=True)
     assert row["status"] == "failed" and "stored weights have 4 bits, the variant promises 2" in row["reason"]
