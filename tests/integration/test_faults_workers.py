@@ -123,7 +123,7 @@ def test_a_training_worker_killed_mid_run_publishes_nothing_and_the_night_is_tra
     )
     first = processes.worker("training-1", queues="training")
     night = project_today(project=project).isoformat()
-    client = Celery("faults-client", broker=services.redis_url)
+    client = Celery("faults-client", broker=services.redis_url, set_as_current=False)  # the tests keep their app
     try:
         client.send_task("training.tasks.training_run_nightly", args=[project.pk, night], queue="training")
     finally:

@@ -83,8 +83,11 @@ def test_previews_need_a_label_each_and_labels_are_sent_per_photo(live_server, b
     expect(page.get_by_role("heading", name="My photos")).to_be_visible()
     expect(page.locator("#my-photos li")).to_have_count(2)
     expect(page.locator("#my-photos").get_by_text("Waiting for a check").first).to_be_visible()
-    loaded = page.evaluate("Array.from(document.querySelectorAll('#my-photos img')).every(i => i.complete && i.naturalWidth > 0)")
-    assert loaded
+    # Every thumbnail loads (scrolled into view first: a phone's screen shows one at a time, and
+    # the page may still be fetching them); a broken one times out here.
+    for image in page.locator("#my-photos img").all():
+        image.scroll_into_view_if_needed()
+    page.wait_for_function("Array.from(document.querySelectorAll('#my-photos img')).every(i => i.complete && i.naturalWidth > 0)")
 
 
 def test_the_page_shows_the_models_opinion_when_the_follow_up_has_scored(live_server, browser_page, challenge, tmp_path):
