@@ -283,6 +283,7 @@ def _pipeline_run(*, run: TrainingRun, snapshot: DatasetSnapshot, out_dir: Path,
         selection=SelectionConfig(
             folds=settings.PLATFORM_STRATEGY_CV_FOLDS,
             fine_tune_min_per_label=settings.PLATFORM_STRATEGY_FINE_TUNE_MIN_PER_LABEL,
+            fine_tune_cache_mb=settings.PLATFORM_STRATEGY_FINE_TUNE_CACHE_MB,
             budget_minutes=settings.PLATFORM_TRAINING_BUDGET_MINUTES,
         ),
     )

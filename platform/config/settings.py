@@ -489,6 +489,9 @@ PLATFORM_STRATEGY_SIMILARITY_MIN_SCORE = env.float("PLATFORM_STRATEGY_SIMILARITY
 # photos; the expensive candidates run cheapest first within this nightly budget (minutes).
 PLATFORM_STRATEGY_FINE_TUNE_MIN_PER_LABEL = env.int("PLATFORM_STRATEGY_FINE_TUNE_MIN_PER_LABEL", default=30)
 PLATFORM_STRATEGY_CV_FOLDS = env.int("PLATFORM_STRATEGY_CV_FOLDS", default=5)
+# The fine-tune candidate caches its frozen part's activations in memory (float16, every photo
+# x 5 views, 49 KB per view at 224 px); above this many MB it is skipped, and the record says so.
+PLATFORM_STRATEGY_FINE_TUNE_CACHE_MB = env.int("PLATFORM_STRATEGY_FINE_TUNE_CACHE_MB", default=4096)
 PLATFORM_TRAINING_BUDGET_MINUTES = env.float("PLATFORM_TRAINING_BUDGET_MINUTES", default=60.0)
 # Compression (training/ml/compress.py): after the gate, the float model is turned into these
 # variants, in these formats (onnx: onnxruntime, pte: ExecuTorch with XNNPACK); every file is

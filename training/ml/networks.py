@@ -534,19 +534,23 @@ def frozen_activations(
     batch_size: int = 32,
     progress: Progress | None = None,
     runtime: str = "auto",
+    runner: FrozenRunner | None = None,
 ) -> FrozenActivations:
     """Run the frozen part once per photo and view (``resized`` from ``images_resized``).
 
     ``runtime``: "auto" uses onnxruntime from ``FROZEN_ONNX_MIN_IMAGES`` images (photos x
     (views + 1)) up, where the one-off export pays for itself; else "torch" or "onnxruntime".
+    ``runner``: a ``frozen_runner`` built already for this cut (``runtime`` is then ignored).
     """
     started = time.perf_counter()
-    cut = len(backbone.features) - int(config.trainable_blocks or 0)
-    if not 0 < cut < len(backbone.features):
-        raise ValueError(f"trainable_blocks must leave a frozen part, got {config.trainable_blocks}")
-    if runtime == "auto":
-        runtime = "onnxruntime" if len(resized) * (views + 1) >= FROZEN_ONNX_MIN_IMAGES else "torch"
-    stem = frozen_runner(backbone.features[:cut], preprocessing=preprocessing, runtime=runtime)
+    cut = frozen_cut(backbone, config)
+    if runner is None:
+        if runtime == "auto":
+            runtime = frozen_runtime_auto(len(resized) * (views + 1))
+        runner = frozen_runner(backbone.features[:cut], preprocessing=preprocessing, runtime=runtime)
+    elif runner.blocks != cut:
+        raise ValueError(f"the runner holds features[:{runner.blocks}], the config freezes features[:{cut}]")
+    stem = runner
     transform = _train_transform(dataclasses.replace(config, augment=True), preprocessing)
     per_photo = max(1, batch_size // (views + 1))
     chunks = []
@@ -567,6 +571,19 @@ def frozen_activations(
     return FrozenActivations(cut=cut, views=acts, seconds=time.perf_counter() - started, runtime=stem.runtime)
 
 
+def frozen_cut(backbone: nn.Module, config: FineTuneConfig) -> int:
+    """How many blocks of ``backbone.features`` stay frozen under ``config.trainable_blocks``."""
+    cut = len(backbone.features) - int(config.trainable_blocks or 0)
+    if not 0 < cut < len(backbone.features):
+        raise ValueError(f"trainable_blocks must leave a frozen part, got {config.trainable_blocks}")
+    return cut
+
+
+def frozen_runtime_auto(images: int) -> str:
+    """onnxruntime from ``FROZEN_ONNX_MIN_IMAGES`` images up (the export pays for itself), else torch."""
+    return "onnxruntime" if images >= FROZEN_ONNX_MIN_IMAGES else "torch"
+
+
 class FrozenRunner:
     """The frozen ``features[:cut]`` as a function of a normalised NCHW float32 batch.
 
@@ -577,6 +594,7 @@ class FrozenRunner:
 
     def __init__(self, stem: nn.Module, *, preprocessing: Preprocessing, runtime: str):
         self.runtime = runtime
+        self.blocks = len(stem)  # stem is features[:blocks]
         self._stem = stem.eval()
         self._session = None
         if runtime == "onnxruntime":

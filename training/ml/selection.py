@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from training.ml import networks
 from training.ml.config import LinearProbeConfig, Preprocessing
 from training.ml.errors import ImageDecodeError, PipelineError
 from training.ml.runtime import torch_threads
@@ -142,12 +143,17 @@ def cv_folds(*, targets: Sequence[int], groups: Sequence[str], folds: int, seed:
     return fold_of
 
 
-def measure_rates(*, backbone: torch.nn.Module, preprocessing: Preprocessing, config: FineTuneConfig) -> dict:
-    """Images per second, measured now: a full forward pass, and a training step of the top blocks."""
+def measure_rates(
+    *, backbone: torch.nn.Module, preprocessing: Preprocessing, config: FineTuneConfig, runner=None
+) -> dict:
+    """Measured now: images per second of a full forward pass, of the frozen part in the runtime
+    that will run it (``runner``, a ``networks.FrozenRunner``; eager torch without one) and of a
+    training step of the top blocks; and the bytes one view's cached activations take (float16).
+    """
     import copy
 
     size = preprocessing.input_size
-    cut = len(backbone.features) - int(config.trainable_blocks or 0)
+    cut = networks.frozen_cut(backbone, config)
     backbone.eval()
     backbone.to(memory_format=torch.channels_last)
     x = torch.randn(RATE_BATCH, 3, size, size).contiguous(memory_format=torch.channels_last)
@@ -157,6 +163,12 @@ def measure_rates(*, backbone: torch.nn.Module, preprocessing: Preprocessing, co
         stem_out = backbone.features[:cut](x)
         backbone.features[cut:](stem_out)
         forward = len(x) / max(time.perf_counter() - t0, 1e-6)
+        frozen, frozen_runtime = forward, "torch (whole network)"
+        if runner is not None:
+            runner(x[:2].contiguous())  # warm-up
+            t0 = time.perf_counter()
+            runner(x.contiguous())
+            frozen, frozen_runtime = len(x) / max(time.perf_counter() - t0, 1e-6), runner.runtime
     top = copy.deepcopy(backbone.features[cut:]).train().requires_grad_(True)
     optimizer = torch.optim.AdamW(top.parameters())
     a = stem_out.clone()
@@ -167,7 +179,8 @@ def measure_rates(*, backbone: torch.nn.Module, preprocessing: Preprocessing, co
         loss.backward()
         optimizer.step()
         train = len(a) / max(time.perf_counter() - t0, 1e-6)
-    return {"forward": round(forward, 2), "top_train": round(train, 2)}
+    return {"forward": round(forward, 2), "frozen": round(frozen, 2), "frozen_runtime": frozen_runtime,
+            "top_train": round(train, 2), "view_bytes": int(stem_out[0].numel()) * 2}
 
 
 def candidates_plan(
@@ -189,13 +202,22 @@ def candidates_plan(
     expensive = []
     smallest = min(decision.label_counts.values())
     ft = config.fine_tune
-    ft_seconds = n * (config.fine_tune_views + 1) / forward + (folds * fit_share + 1) * n * ft.epochs / top
+    images = n * (config.fine_tune_views + 1)
+    frozen = max(rates.get("frozen", forward), 1e-3)
+    # At most ``epochs`` (early stopping usually ends sooner): the budget errs towards skipping.
+    ft_seconds = images / frozen + (folds * fit_share + 1) * n * ft.epochs / top
     ft_params = {"trainable_blocks": ft.trainable_blocks, "views": config.fine_tune_views, "max_epochs": ft.epochs}
     candidate = Candidate("fine_tune", ft_params, ft_seconds)
+    cache_mb = images * rates.get("view_bytes", 0) / 2**20
     if smallest < config.fine_tune_min_per_label:
         candidate.skipped = (
             f"too few photos: smallest label has {smallest} < {config.fine_tune_min_per_label} "
             "(PLATFORM_STRATEGY_FINE_TUNE_MIN_PER_LABEL)"
+        )
+    elif cache_mb > config.fine_tune_cache_mb:
+        candidate.skipped = (
+            f"too many photos for the activation cache: {cache_mb:.0f} MB > {config.fine_tune_cache_mb} MB "
+            "(PLATFORM_STRATEGY_FINE_TUNE_CACHE_MB)"
         )
     expensive.append(candidate)
     scratch = FROM_SCRATCH_DEFAULT
@@ -235,8 +257,15 @@ def strategy_select(
     folds = int(fold_of.max()) + 1
     budget = config.budget_minutes * 60.0
     smallest = min(decision.label_counts.values())
+    runner = None  # the fine-tune candidate's frozen part, once built
     if rates is None and (smallest >= config.fine_tune_min_per_label or decision.size == "large"):
-        rates = measure_rates(backbone=net, preprocessing=preprocessing, config=config.fine_tune)
+        if smallest >= config.fine_tune_min_per_label:
+            # Built once: its speed is measured for the budget, and it computes the activations.
+            runner = networks.frozen_runner(
+                net.features[: networks.frozen_cut(net, config.fine_tune)], preprocessing=preprocessing,
+                runtime=networks.frozen_runtime_auto(len(y) * (config.fine_tune_views + 1)),
+            )
+        rates = measure_rates(backbone=net, preprocessing=preprocessing, config=config.fine_tune, runner=runner)
     elif rates is None:  # no expensive candidate is allowed: nothing to estimate
         rates = {"forward": 1.0, "top_train": 1.0, "measured": False}
     plan = candidates_plan(decision=decision, config=config, n=len(y), uncached=uncached, folds=folds, rates=rates)
@@ -268,6 +297,7 @@ def strategy_select(
             candidate.predictions, epochs, acts, resized = fine_tune_oof(
                 train, yt, fold_of, num_classes, net, preprocessing, config,
                 report=lambda done, step=1 / len(plan), at=position / len(plan): report(at + step * done),
+                runner=runner,
             )
             candidate.params["best_epochs"] = epochs
             outcome_acts.update(acts=acts, resized=resized)
@@ -386,15 +416,13 @@ def _lower_oof(taps: dict, y: torch.Tensor, fold_of: np.ndarray, num_classes: in
 
 
 def fine_tune_oof(train, y, fold_of, num_classes, net, preprocessing, config: SelectionConfig, report,
-                  stages: dict | None = None):
+                  stages: dict | None = None, runner=None):
     """Out-of-fold predictions of the fast fine-tune; the activations are computed once for all folds.
 
     Returns (predictions, best epoch per fold, the activations, the resized photos); the refit
     on all photos reuses the activations. ``stages`` (optional) receives each stage's wall and
     process CPU seconds: decode, activations, fold k.
     """
-    from training.ml import networks
-
     stages = {} if stages is None else stages
     clock = _StageClock(stages)
     try:
@@ -405,7 +433,7 @@ def fine_tune_oof(train, y, fold_of, num_classes, net, preprocessing, config: Se
     clock.lap("decode")
     acts = networks.frozen_activations(
         backbone=net, resized=resized, preprocessing=preprocessing, config=config.fine_tune,
-        views=config.fine_tune_views, seed=config.seed,
+        views=config.fine_tune_views, seed=config.seed, runner=runner,
     )
     clock.lap(f"activations ({acts.runtime})")
     pred = np.full(len(y), -1, dtype=np.int64)
@@ -438,8 +466,6 @@ class _StageClock:
 
 def _from_scratch_oof(train, y, fold_of, num_classes, net, preprocessing, resized):
     """Out-of-fold predictions of MobileNetV2 trained from random weights (only when large)."""
-    from training.ml import networks
-
     if resized is None:
         resized = networks.images_resized(images=[s.open_image for s in train], preprocessing=preprocessing)
     pred = np.full(len(y), -1, dtype=np.int64)
