@@ -14,7 +14,14 @@ from PIL import Image
 from tests.ml.conftest import photo_files
 from training.ml.config import BackboneConfig, LinearProbeConfig, Preprocessing
 from training.ml.pipeline import Sample
-from training.ml.selection import Candidate, cv_folds, strategy_select, winner_choose
+from training.ml.selection import (
+    Candidate,
+    candidates_plan,
+    cv_folds,
+    measure_rates,
+    strategy_select,
+    winner_choose,
+)
 from training.ml.strategies import FineTuneConfig, SelectionConfig, StrategyDecision, strategy_choose
 
 RATES = {"forward": 50.0, "top_train": 100.0}  # images per second; given, so no network runs
@@ -144,6 +151,63 @@ def test_the_budget_skips_the_expensive_candidate_and_says_so():
     assert "PLATFORM_TRAINING_BUDGET_MINUTES" in fine_tune.skipped
     assert fine_tune.estimated_seconds > 0.6  # 40 photos x 5 views / 50 per s + the training
     assert outcome.winner == "linear_probe"  # the probes always run
+
+
+def test_the_fine_tune_estimate_uses_the_measured_speed_of_the_frozen_part():
+    # The frozen pass runs in onnxruntime (here 4x the eager whole-network rate): the estimate
+    # that decides the budget must use that rate, not the eager forward pass.
+    decision = _decision(counts={"a": 100, "b": 100}, similar=False)
+    config = SelectionConfig(fine_tune_min_per_label=10)
+    ft = config.fine_tune
+    n, folds = 200, 5
+    training = (folds * (folds - 1) / folds + 1) * n * ft.epochs / 100.0
+
+    def estimate(rates):
+        plan = candidates_plan(decision=decision, config=config, n=n, uncached=0, folds=folds, rates=rates)
+        return next(c for c in plan if c.strategy == "fine_tune").estimated_seconds
+
+    eager = estimate({"forward": 50.0, "top_train": 100.0})
+    measured = estimate({"forward": 50.0, "frozen": 200.0, "top_train": 100.0})
+    assert eager == pytest.approx(n * 5 / 50.0 + training)
+    assert measured == pytest.approx(n * 5 / 200.0 + training)
+
+
+def test_the_fine_tune_candidate_is_skipped_when_its_activation_cache_would_not_fit():
+    decision = _decision(counts={"a": 100, "b": 100}, similar=False)
+    rates = {"forward": 50.0, "top_train": 100.0, "view_bytes": 2**20}  # 1 MB per cached view
+    fits = SelectionConfig(fine_tune_min_per_label=10, fine_tune_cache_mb=1000)  # 200 x 5 views = 1000 MB
+    plan = candidates_plan(decision=decision, config=fits, n=200, uncached=0, folds=5, rates=rates)
+    assert next(c for c in plan if c.strategy == "fine_tune").skipped is None
+    tight = SelectionConfig(fine_tune_min_per_label=10, fine_tune_cache_mb=999)
+    plan = candidates_plan(decision=decision, config=tight, n=200, uncached=0, folds=5, rates=rates)
+    skipped = next(c for c in plan if c.strategy == "fine_tune").skipped
+    assert skipped is not None and "1000 MB > 999 MB" in skipped and "PLATFORM_STRATEGY_FINE_TUNE_CACHE_MB" in skipped
+
+
+def test_the_rates_time_the_frozen_part_in_its_own_runtime_and_size_one_view(tiny_backbone):
+    from training.ml import networks
+
+    pre = Preprocessing(input_size=64, resize=72)
+    config = FineTuneConfig(trainable_blocks=12)
+    cut = networks.frozen_cut(tiny_backbone, config)
+    runner = networks.frozen_runner(tiny_backbone.features[:cut], preprocessing=pre, runtime="torch")
+    rates = measure_rates(backbone=tiny_backbone, preprocessing=pre, config=config, runner=runner)
+    assert rates["frozen_runtime"] == "torch" and rates["frozen"] > 0 and rates["top_train"] > 0
+    with torch.inference_mode():  # float16 bytes of features[:7]'s output for one 64 px view
+        assert rates["view_bytes"] == tiny_backbone.features[:cut](torch.zeros(1, 3, 64, 64)).numel() * 2
+    without = measure_rates(backbone=tiny_backbone, preprocessing=pre, config=config)
+    assert without["frozen_runtime"] == "torch (whole network)"
+
+
+def test_a_runner_built_for_another_cut_is_refused(tiny_backbone):
+    from training.ml import networks
+
+    pre = Preprocessing(input_size=32, resize=36)
+    resized = networks.images_resized(images=[Image.new("RGB", (36, 36))], preprocessing=pre)
+    runner = networks.frozen_runner(tiny_backbone.features[:5], preprocessing=pre, runtime="torch")
+    with pytest.raises(ValueError, match=r"features\[:5\].*features\[:7\]"):
+        networks.frozen_activations(backbone=tiny_backbone, resized=resized, preprocessing=pre,
+                                    config=FineTuneConfig(trainable_blocks=12), views=1, runner=runner)
 
 
 def test_fast_fine_tune_exports_exactly_what_it_trained(tiny_backbone):
