@@ -13,6 +13,7 @@ def test_the_job_passes_the_selection_settings_and_near_duplicate_groups(colour_
     settings.PLATFORM_TRAINING_BUDGET_MINUTES = 7.5
     settings.PLATFORM_STRATEGY_FINE_TUNE_MIN_PER_LABEL = 40
     settings.PLATFORM_STRATEGY_CV_FOLDS = 3
+    settings.PLATFORM_STRATEGY_FINE_TUNE_CACHE_MB = 512
     ants = list(Photo.objects.filter(project=colour_photos, label__name="ants").order_by("id"))
     ants[1].near_duplicate_of = ants[0]
     ants[1].save(update_fields=["near_duplicate_of"])
@@ -23,6 +24,7 @@ def test_the_job_passes_the_selection_settings_and_near_duplicate_groups(colour_
     call = fake_pipeline.calls[0]
     selection = call["selection"]
     assert (selection.budget_minutes, selection.fine_tune_min_per_label, selection.folds) == (7.5, 40, 3)
+    assert selection.fine_tune_cache_mb == 512
     group = {s.key: s.group for s in call["samples"]}
     # A near duplicate is grouped with its root, so cross-validation keeps them in one fold.
     assert group[ants[1].sha256] == group[ants[0].sha256] == ants[0].sha256
