@@ -144,7 +144,8 @@ def cv_folds(*, targets: Sequence[int], groups: Sequence[str], folds: int, seed:
 
 
 def measure_rates(
-    *, backbone: torch.nn.Module, preprocessing: Preprocessing, config: FineTuneConfig, runner=None
+    *, backbone: torch.nn.Module, preprocessing: Preprocessing, config: FineTuneConfig,
+    runner: networks.FrozenRunner | None = None,
 ) -> dict:
     """Measured now: images per second of a full forward pass, of the frozen part in the runtime
     that will run it (``runner``, a ``networks.FrozenRunner``; eager torch without one) and of a
@@ -416,7 +417,7 @@ def _lower_oof(taps: dict, y: torch.Tensor, fold_of: np.ndarray, num_classes: in
 
 
 def fine_tune_oof(train, y, fold_of, num_classes, net, preprocessing, config: SelectionConfig, report,
-                  stages: dict | None = None, runner=None):
+                  stages: dict | None = None, runner: networks.FrozenRunner | None = None):
     """Out-of-fold predictions of the fast fine-tune; the activations are computed once for all folds.
 
     Returns (predictions, best epoch per fold, the activations, the resized photos); the refit
