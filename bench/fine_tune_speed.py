@@ -225,7 +225,8 @@ def candidate_run(*, train, test, labels, preprocessing, backbone) -> dict:
     y = np.array([label for _, _, label in train])
     out = {"config": {"folds": config.folds, "views": config.fine_tune_views,
                       "trainable_blocks": config.fine_tune.trainable_blocks,
-                      "max_epochs": config.fine_tune.epochs, "patience": config.fine_tune.patience}}
+                      "epochs": config.fine_tune.epochs, "validation_fraction": config.fine_tune.validation_fraction,
+                      "freeze_batchnorm": config.fine_tune.freeze_batchnorm}}
 
     clock = _Clock()
     fold_of = cv_folds(targets=y, groups=[s.key for s in samples], folds=config.folds, seed=config.seed)

@@ -205,9 +205,10 @@ def candidates_plan(
     ft = config.fine_tune
     images = n * (config.fine_tune_views + 1)
     frozen = max(rates.get("frozen", forward), 1e-3)
-    # At most ``epochs`` (early stopping usually ends sooner): the budget errs towards skipping.
+    # ``epochs`` per fit (at most, when the config validates and may stop early: the estimate errs high).
     ft_seconds = images / frozen + (folds * fit_share + 1) * n * ft.epochs / top
-    ft_params = {"trainable_blocks": ft.trainable_blocks, "views": config.fine_tune_views, "max_epochs": ft.epochs}
+    ft_params = {"trainable_blocks": ft.trainable_blocks, "views": config.fine_tune_views,
+                 "epochs": ft.epochs, "early_stopping": ft.validation_fraction > 0}
     candidate = Candidate("fine_tune", ft_params, ft_seconds)
     cache_mb = images * rates.get("view_bytes", 0) / 2**20
     if smallest < config.fine_tune_min_per_label:
