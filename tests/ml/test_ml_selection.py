@@ -210,6 +210,27 @@ def test_a_runner_built_for_another_cut_is_refused(tiny_backbone):
                                     config=FineTuneConfig(trainable_blocks=12), views=1, runner=runner)
 
 
+def test_the_candidate_trains_on_every_photo_for_its_whole_schedule(tiny_backbone):
+    # No validation slice: a few dozen photos make the validation loss noise, and stopping on it
+    # kept half-trained weights. Every photo trains, the cosine schedule runs out, the last weights ship.
+    from training.ml import networks
+
+    config = SelectionConfig().fine_tune
+    pre = Preprocessing(input_size=32, resize=36)
+    rng = np.random.default_rng(1)
+    resized = networks.images_resized(
+        images=[Image.fromarray(rng.integers(0, 255, (36, 36, 3), dtype=np.uint8)) for _ in range(8)], preprocessing=pre
+    )
+    acts = networks.frozen_activations(backbone=tiny_backbone, resized=resized, preprocessing=pre, config=config,
+                                       views=1, runtime="torch")
+    outcome = networks.fine_tune_cached(backbone=tiny_backbone, acts=acts, targets=[i % 2 for i in range(8)],
+                                        num_classes=2, config=config, views=1)
+    assert outcome.details["epochs_run"] == config.epochs == outcome.best_epoch
+    assert all(record["val_loss"] is None for record in outcome.history)
+    assert outcome.history[-1]["lr"] < outcome.history[0]["lr"]  # annealed
+    assert acts.cut == 7  # the 14x14 and 7x7 stages train
+
+
 def test_fast_fine_tune_exports_exactly_what_it_trained(tiny_backbone):
     from training.ml import networks
 
